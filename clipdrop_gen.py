@@ -1,0 +1,16 @@
+"""clipdrop text-to-image provider (the real HTTP client arrives with the providers issue)."""
+
+from __future__ import annotations
+
+from config import Settings
+from errors import ProviderError
+
+NAME = "clipdrop"
+
+
+def is_configured(settings: Settings) -> bool:
+    return bool(settings.clipdrop_api_key)
+
+
+def generate_image(spec, settings: Settings):
+    raise ProviderError(NAME, "clipdrop is not available yet")

@@ -1,0 +1,124 @@
+"""Settings: read once from the environment (and `.env`), checked, with their defaults in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from errors import ConfigError
+
+IMAGE_PROVIDERS = ("auto", "clipdrop", "stability", "local")
+TEXT_PROVIDERS = ("auto", "openai", "local")
+STABILITY_ENGINES = ("core", "sd3", "ultra")
+APP_ENVS = ("development", "production")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service; see `.env.example` for what each means."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    database_url: str = "sqlite:///instance/app.db"
+    image_dir: Path = Path("instance/images")
+    admin_token: str | None = None
+    cors_origins: tuple[str, ...] = ("*",)
+    image_provider: str = "auto"
+    text_provider: str = "auto"
+    clipdrop_api_key: str | None = field(default=None, repr=False)
+    clipdrop_api_url: str = "https://clipdrop-api.co"
+    stability_api_key: str | None = field(default=None, repr=False)
+    stability_api_host: str = "https://api.stability.ai"
+    stability_engine: str = "core"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-5-mini"
+    provider_timeout_s: float = 60.0
+    provider_retries: int = 3
+    provider_cooldown_s: float = 30.0
+    max_request_bytes: int = 1024 * 1024
+    generation_rate_limit: str | None = None
+    ratelimit_storage_uri: str | None = None
+    app_env: str = "development"
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, object]) -> Settings:
+        """Build settings from environment-style names (`PORT`, `DATABASE_URL`...); empty means unset."""
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            if value is None:
+                return None
+            value = str(value).strip()
+            return value or None
+
+        def text(name: str, default: str | None) -> str | None:
+            value = get(name)
+            return default if value is None else value
+
+        def number(name: str, default: float, kind: type, minimum: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                noun = "whole number" if kind is int else "number"
+                raise ConfigError(f"{name}={raw!r} is not a {noun}") from None
+            if value < minimum:
+                raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+            return value
+
+        def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+            value = (get(name) or default).lower()
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} must be one of: {', '.join(allowed)}")
+            return value
+
+        defaults = cls()
+        port = int(number("PORT", defaults.port, int, 1))
+        if port > 65535:
+            raise ConfigError(f"PORT={port} must be at most 65535")
+        origins = tuple(o.strip() for o in (get("CORS_ORIGINS") or "*").split(",") if o.strip())
+        return cls(
+            host=text("HOST", defaults.host),
+            port=port,
+            database_url=text("DATABASE_URL", defaults.database_url),
+            image_dir=Path(text("IMAGE_DIR", str(defaults.image_dir))),
+            admin_token=get("ADMIN_TOKEN"),
+            cors_origins=origins or ("*",),
+            image_provider=choice("IMAGE_PROVIDER", defaults.image_provider, IMAGE_PROVIDERS),
+            text_provider=choice("TEXT_PROVIDER", defaults.text_provider, TEXT_PROVIDERS),
+            clipdrop_api_key=get("CLIPDROP_API_KEY"),
+            clipdrop_api_url=text("CLIPDROP_API_URL", defaults.clipdrop_api_url).rstrip("/"),
+            stability_api_key=get("STABILITY_API_KEY"),
+            stability_api_host=text("STABILITY_API_HOST", defaults.stability_api_host).rstrip("/"),
+            stability_engine=choice("STABILITY_ENGINE", defaults.stability_engine, STABILITY_ENGINES),
+            openai_api_key=get("OPENAI_API_KEY"),
+            openai_base_url=get("OPENAI_BASE_URL"),
+            openai_model=text("OPENAI_MODEL", defaults.openai_model),
+            provider_timeout_s=number("PROVIDER_TIMEOUT_S", defaults.provider_timeout_s, float, 0.001),
+            provider_retries=int(number("PROVIDER_RETRIES", defaults.provider_retries, int, 0)),
+            provider_cooldown_s=number("PROVIDER_COOLDOWN_S", defaults.provider_cooldown_s, float, 0),
+            max_request_bytes=int(number("MAX_REQUEST_BYTES", defaults.max_request_bytes, int, 1)),
+            generation_rate_limit=_rate_limit(get("GENERATION_RATE_LIMIT")),
+            ratelimit_storage_uri=get("RATELIMIT_STORAGE_URI"),
+            app_env=choice("APP_ENV", defaults.app_env, APP_ENVS),
+        )
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+
+def _rate_limit(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"GENERATION_RATE_LIMIT={value!r} is not a rate limit such as '30/minute'") from None
+    return value

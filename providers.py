@@ -1,0 +1,219 @@
+"""Generation providers behind one interface: choosing them, failing over, and checking what they return.
+
+An image provider is a module with `NAME`, `is_configured(settings)` and
+`generate_image(spec, settings) -> RawImage`; a text provider has `NAME`,
+`is_configured(settings)` and `write_achievement(day, product, settings) -> AchievementDraft`.
+Both raise only the `ProviderError` family of `errors.py`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from types import ModuleType
+
+from PIL import Image, UnidentifiedImageError
+
+import achievement_gen
+import clipdrop_gen
+import local_achievement_gen
+import local_image_gen
+import stability_gen
+from config import Settings
+from errors import ContentRejected, ProviderError
+
+log = logging.getLogger(__name__)
+
+STOREFRONT_SIZE = (1024, 1024)
+BADGE_SIZE = (1344, 576)  # 21:9, the wide badge
+STOREFRONT_PLACES = ("bottom left", "top left", "bottom right", "top right")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What to draw: the prompt for remote models, plus the structured facts the local renderer draws from."""
+
+    kind: str  # "storefront" or "badge"
+    prompt: str
+    width: int
+    height: int
+    theme: str = ""
+    products: tuple[str, ...] = ()
+    title: str = ""
+    caption: str = ""
+
+    @property
+    def aspect_ratio(self) -> str:
+        return "1:1" if self.width == self.height else "21:9"
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """Bytes as a provider returned them, before they are checked."""
+
+    data: bytes
+    model: str
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """A checked PNG of the size asked for, with its provenance written into it."""
+
+    png: bytes
+    width: int
+    height: int
+    provider: str
+
+
+@dataclass(frozen=True)
+class AchievementDraft:
+    name: str
+    description: str
+    occasion: str
+    product_type: str
+
+
+def storefront_spec(theme: str, products: list[str]) -> ImageSpec:
+    """The text-to-image request for a shop of `theme` showing up to four products, each at its own place."""
+    shown = tuple(products[: len(STOREFRONT_PLACES)])
+    placed = ", ".join(f"a {product} at the {place}" for product, place in zip(shown, STOREFRONT_PLACES, strict=False))
+    prompt = (
+        f"Photo-realistic interior of a {theme} shop, minimal and uncluttered, soft daylight. "
+        f"One of each product is on display, each in its own place: {placed or 'empty shelves'}. "
+        "Clean shelves and counters, no people, no text."
+    )
+    width, height = STOREFRONT_SIZE
+    return ImageSpec("storefront", prompt, width, height, theme=theme, products=shown)
+
+
+def badge_spec(draft: AchievementDraft) -> ImageSpec:
+    """The text-to-image request for an achievement's badge."""
+    prompt = (
+        f"Icon of an achievement badge called '{draft.name}' for {draft.occasion}, "
+        f"celebrating a {draft.product_type}. Digital art, wide, simple, elegant, minimalist, bright colours, "
+        "one centred emblem on a plain background."
+    )
+    width, height = BADGE_SIZE
+    return ImageSpec("badge", prompt, width, height, title=draft.name, caption=draft.occasion)
+
+
+class Cooldown:
+    """Remembers which providers failed recently; shared by every thread of a worker."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def fail(self, name: str) -> None:
+        if self.seconds > 0:
+            with self._lock:
+                self._until[name] = time.monotonic() + self.seconds
+
+    def active(self, name: str) -> bool:
+        with self._lock:
+            return self._until.get(name, 0.0) > time.monotonic()
+
+
+class Generator:
+    """The providers chosen by the settings, and how a request moves through them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cooldown = Cooldown(settings.provider_cooldown_s)
+        self.image_chain = image_chain(settings)
+        self.text_provider = text_provider(settings)
+
+    def generate_image(self, spec: ImageSpec) -> GeneratedImage:
+        """Try the image providers in order, skipping those cooling down while another can serve."""
+        ready = [p for p in self.image_chain if not self.cooldown.active(p.NAME)]
+        cooling = [p for p in self.image_chain if p not in ready]
+        last_error: ProviderError | None = None
+        for provider in ready + cooling:
+            try:
+                raw = provider.generate_image(spec, self.settings)
+                return GeneratedImage(to_png(raw, spec, provider.NAME), spec.width, spec.height, provider.NAME)
+            except ContentRejected:
+                raise
+            except ProviderError as error:
+                log.warning("image provider %s failed: %s", provider.NAME, error.message)
+                if len(self.image_chain) > 1:
+                    self.cooldown.fail(provider.NAME)
+                last_error = error
+        assert last_error is not None
+        raise last_error
+
+    def write_achievement(self, day: date, product: str) -> AchievementDraft:
+        """Ask the text provider for an achievement tied to the celebration nearest `day`."""
+        return self.text_provider.write_achievement(day, product, self.settings)
+
+
+def image_chain(settings: Settings) -> list[ModuleType]:
+    """The image providers to try, in order; failover only under `auto` with both keys set."""
+    remote = [clipdrop_gen, stability_gen]
+    if settings.image_provider == "auto":
+        return [p for p in remote if p.is_configured(settings)] or [local_image_gen]
+    return [{"clipdrop": clipdrop_gen, "stability": stability_gen, "local": local_image_gen}[settings.image_provider]]
+
+
+def text_provider(settings: Settings) -> ModuleType:
+    """The text provider: OpenAI when chosen or when `auto` finds its key, else the local writer."""
+    if settings.text_provider == "openai" or (settings.text_provider == "auto" and settings.openai_api_key):
+        return achievement_gen
+    return local_achievement_gen
+
+
+def to_png(raw: RawImage, spec: ImageSpec, provider: str) -> bytes:
+    """Check that `raw` is an image, fit it to the spec's size as PNG, and record its provenance."""
+    try:
+        with Image.open(io.BytesIO(raw.data)) as image:
+            image.load()
+            fmt = image.format
+            if image.size == (spec.width, spec.height) and fmt == "PNG":
+                png = raw.data
+            else:
+                png = _encode_png(_fit(image, spec.width, spec.height))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise ProviderError(provider, f"{provider} returned bytes that are not an image") from None
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    provenance = {"prompt": spec.prompt, "provider": provider, "model": raw.model, "created": created}
+    if raw.seed is not None:
+        provenance["seed"] = str(raw.seed)
+    return add_text_chunks(png, provenance)
+
+
+def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Centre-crop to the target's aspect ratio, then resize."""
+    image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    src_w, src_h = image.size
+    target = width / height
+    if src_w / src_h > target:
+        crop_w = round(src_h * target)
+        box = ((src_w - crop_w) // 2, 0, (src_w - crop_w) // 2 + crop_w, src_h)
+    else:
+        crop_h = round(src_w / target)
+        box = (0, (src_h - crop_h) // 2, src_w, (src_h - crop_h) // 2 + crop_h)
+    return image.resize((width, height), Image.Resampling.LANCZOS, box=box)
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=6)
+    return out.getvalue()
+
+
+def add_text_chunks(png: bytes, text: dict[str, str]) -> bytes:
+    """Insert iTXt chunks before IEND without re-encoding the pixels."""
+    chunks = b""
+    for key, value in text.items():
+        data = key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")
+        chunks += struct.pack(">I", len(data)) + b"iTXt" + data + struct.pack(">I", zlib.crc32(b"iTXt" + data))
+    iend = png.rindex(b"IEND") - 4
+    return png[:iend] + chunks + png[iend:]
