@@ -1,2 +1,376 @@
-"""Placeholder: being written."""
+"""Offline image provider: Pillow draws a recognisable shop interior or achievement badge from the spec's facts."""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import io
+import math
+import unicodedata
+from functools import lru_cache
+from typing import TYPE_CHECKING, NamedTuple
+
+from PIL import Image, ImageDraw, ImageFont
+
+from errors import ProviderError
+
+if TYPE_CHECKING:
+    from config import Settings
+    from providers import ImageSpec, RawImage
+
 NAME = "local"
+MODEL = "pillow-scene-1"
+SS = 2  # drawn at twice the size, then reduced: Pillow's shapes are not anti-aliased
+INK, WHITE = (38, 42, 52), (255, 255, 255)
+VP, X0, X1, Y0, Y1 = (0.5, 0.4), 0.12, 0.88, 0.1, 0.68  # vanishing point and back-wall corners, as fractions
+RGB = tuple[int, int, int]
+Box = tuple[float, float, float, float]
+
+
+class Palette(NamedTuple):
+    wall: RGB
+    floor: RGB
+    counter: RGB
+    sign: RGB
+    sign_text: RGB
+    item_hue: float  # product tints spread around this hue
+    planks: bool
+
+
+PALETTES = {
+    "tech": Palette((226, 233, 243), (118, 132, 156), (64, 78, 104), (22, 50, 96), (214, 236, 255), 0.58, False),
+    "food": Palette((252, 236, 208), (150, 96, 56), (78, 120, 58), (200, 86, 26), (255, 244, 220), 0.1, True),
+    "fashion": Palette((250, 230, 241), (200, 176, 206), (118, 72, 128), (88, 38, 108), (240, 204, 120), 0.88, False),
+}
+ALIASES = {"electronics": "tech", "gadgets": "tech", "grocery": "food", "bakery": "food", "clothing": "fashion",
+           "apparel": "fashion", "boutique": "fashion"}
+SHOP_WORDS = {"shop", "store", "boutique", "market", "mart", "cafe", "bakery"}
+
+
+def _unit(text: str) -> float:
+    """A stable number in [0, 1) from the text's hash."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "big") / 2**64
+
+
+def _hls(hue: float, light: float, sat: float) -> RGB:
+    return tuple(round(c * 255) for c in colorsys.hls_to_rgb(hue % 1.0, light, sat))
+
+
+def _mix(colour: RGB, amount: float) -> RGB:
+    """Lighten towards white (amount > 0) or darken towards black (amount < 0)."""
+    target = 255 if amount > 0 else 0
+    return tuple(round(c + (target - c) * abs(amount)) for c in colour)
+
+
+def _clean(text: str, limit: int = 160) -> str:
+    """Printable text for the bundled ASCII font: accents folded, controls dropped, length capped."""
+    out = []
+    for ch in unicodedata.normalize("NFC", text):
+        if unicodedata.category(ch)[0] != "C":
+            folded = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+            out.append(folded if folded and folded.isascii() else ch)  # the rest draws as the font's box glyph
+    text = " ".join("".join(out).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+@lru_cache(maxsize=64)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont, width: float) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        while len(word) > 1 and font.getlength(word) > width:  # a word wider than the box breaks between glyphs
+            cut = next((i for i in range(len(word) - 1, 1, -1) if font.getlength(word[:i]) <= width), 1)
+            lines, word = [*lines, word[:cut]], word[cut:]
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _text(d: ImageDraw.ImageDraw, text: str, box: Box, fill: RGB, size: float, lines: int = 1, bold: bool = False):
+    """Draw `text` centred in `box`, shrinking and wrapping it to fit, and ending in an ellipsis as a last resort."""
+    x0, y0, x1, y1 = box
+    size, least = int(size), int(max(8 * SS, size * 0.35))
+    while True:
+        font, stroke = _font(size), size // 30 if bold else 0  # a stroke in the text's colour stands in for bold
+        width, line_h = x1 - x0 - 2 * stroke, sum(font.getmetrics())
+        wrapped = _wrap(text, font, width)
+        if (len(wrapped) <= lines and len(wrapped) * line_h <= y1 - y0) or size <= least:
+            break
+        size = max(least, int(size * 0.9))
+    keep = max(1, min(lines, int((y1 - y0) // line_h)))
+    if len(wrapped) > keep:
+        wrapped = wrapped[:keep]
+        while wrapped[-1] and font.getlength(wrapped[-1] + "…") > width:
+            wrapped[-1] = wrapped[-1][:-1]
+        wrapped[-1] += "…"
+    top = (y0 + y1 - len(wrapped) * line_h) / 2
+    for i, line in enumerate(wrapped):
+        d.text(((x0 + x1) / 2, top + i * line_h), line, fill=fill, font=font, anchor="ma", stroke_width=stroke,
+               stroke_fill=fill)
+
+
+def _gradient(w: int, h: int, start: RGB, end: RGB, horizontal: bool = False) -> Image.Image:
+    # composited on a thin strip, then stretched: far cheaper than compositing the whole canvas
+    size = (256, 1) if horizontal else (1, 256)
+    mask = Image.linear_gradient("L").resize(size)
+    return Image.composite(Image.new("RGB", size, end), Image.new("RGB", size, start), mask).resize((w, h))
+
+
+def _glow(img: Image.Image, box: Box, strength: float) -> None:
+    """Soft light: white painted through a radial gradient."""
+    x0, y0, x1, y1 = (round(v) for v in box)
+    mask = Image.radial_gradient("L").resize((x1 - x0, y1 - y0))
+    img.paste(WHITE, (x0, y0, x1, y1), mask.point(lambda v: int(max(0, 255 - v * 1.42) * strength)))
+
+
+class Tints(NamedTuple):
+    main: RGB
+    dark: RGB
+    light: RGB
+
+
+class Pen:
+    """Draws in coordinates relative to a box: (0, 0) is its top left, (1, 1) its bottom right."""
+
+    def __init__(self, d: ImageDraw.ImageDraw, box: Box) -> None:
+        self.d, self.box = d, box
+
+    def xy(self, u: float, v: float) -> tuple[float, float]:
+        return self.box[0] + u * (self.box[2] - self.box[0]), self.box[1] + v * (self.box[3] - self.box[1])
+
+    def sub(self, u0: float, v0: float, u1: float, v1: float) -> Pen:
+        return Pen(self.d, (*self.xy(u0, v0), *self.xy(u1, v1)))
+
+    def rect(self, u0: float, v0: float, u1: float, v1: float, fill: tuple, r: float = 0.0) -> None:
+        (x0, y0), (x1, y1) = self.xy(u0, v0), self.xy(u1, v1)
+        self.d.rounded_rectangle((x0, y0, x1, y1), min(r * self.w(1), (x1 - x0) / 2, (y1 - y0) / 2), fill)
+
+    def oval(self, u0: float, v0: float, u1: float, v1: float, fill: tuple | None, line: tuple | None = None) -> None:
+        self.d.ellipse((*self.xy(u0, v0), *self.xy(u1, v1)), fill, line, self.w(0.06))
+
+    def poly(self, points: list[tuple[float, float]], fill: tuple) -> None:
+        self.d.polygon([self.xy(u, v) for u, v in points], fill)
+
+    def line(self, points: list[tuple[float, float]], fill: tuple, width: float = 0.025) -> None:
+        self.d.line([self.xy(u, v) for u, v in points], fill, self.w(width), "curve")
+
+    def w(self, fraction: float) -> int:
+        return max(1, round(fraction * (self.box[2] - self.box[0])))
+
+
+def _monitor(p: Pen, c: Tints) -> None:
+    p.rect(0.36, 0.93, 0.64, 1, INK, 0.03)
+    p.rect(0.46, 0.7, 0.54, 0.95, INK)
+    p.rect(0, 0.04, 1, 0.74, INK, 0.03)
+    p.rect(0.04, 0.09, 0.96, 0.69, c.main)
+    p.poly([(0.58, 0.09), (0.78, 0.09), (0.46, 0.69), (0.26, 0.69)], (*WHITE, 45))
+
+
+def _laptop(p: Pen, c: Tints) -> None:
+    p.rect(0.13, 0.12, 0.87, 0.76, INK, 0.03)
+    p.rect(0.17, 0.17, 0.83, 0.72, c.main)
+    p.poly([(0.13, 0.76), (0.87, 0.76), (1, 0.94), (0, 0.94)], (206, 210, 218))
+    p.poly([(0.2, 0.79), (0.8, 0.79), (0.86, 0.88), (0.14, 0.88)], (150, 155, 166))
+    p.rect(0, 0.93, 1, 1, (168, 172, 182), 0.02)
+
+
+def _desktop(p: Pen, c: Tints) -> None:
+    _monitor(p.sub(0, 0.25, 0.66, 1), c)
+    p.rect(0.72, 0.02, 1, 1, INK, 0.04)
+    p.rect(0.76, 0.1, 0.96, 0.16, c.dark, 0.02)
+    p.rect(0.76, 0.2, 0.96, 0.26, c.dark, 0.02)
+    p.oval(0.82, 0.34, 0.9, 0.42, c.light)
+
+
+def _mouse(p: Pen, c: Tints) -> None:
+    p.line([(0.5, 0.4), (0.5, 0.22), (0.64, 0.1), (0.58, 0)], INK)
+    p.oval(0.27, 0.34, 0.73, 1, c.main)
+    p.line([(0.5, 0.35), (0.5, 0.6)], c.dark, 0.02)
+    p.rect(0.47, 0.43, 0.53, 0.55, c.dark, 0.5)
+
+
+def _bottle(p: Pen, c: Tints) -> None:
+    p.rect(0.42, 0, 0.58, 0.1, c.dark, 0.03)
+    p.rect(0.44, 0.08, 0.56, 0.34, c.main)
+    p.poly([(0.44, 0.32), (0.56, 0.32), (0.7, 0.46), (0.3, 0.46)], c.main)
+    p.rect(0.3, 0.42, 0.7, 1, c.main, 0.08)
+    p.rect(0.3, 0.58, 0.7, 0.82, c.light)
+
+
+def _mug(p: Pen, c: Tints) -> None:
+    for u in (0.35, 0.52):  # steam
+        p.line([(u, 0.25), (u + 0.05, 0.15), (u, 0.05)], (*WHITE, 160))
+    p.oval(0.56, 0.45, 0.88, 0.82, None, c.dark)
+    p.rect(0.16, 0.34, 0.72, 1, c.main, 0.08)
+
+
+def _fruit(p: Pen, c: Tints) -> None:
+    p.line([(0.5, 0.34), (0.53, 0.18)], (100, 70, 40), 0.04)
+    p.oval(0.54, 0.12, 0.8, 0.26, (86, 160, 70))
+    p.oval(0.18, 0.3, 0.82, 1, c.main)
+    p.oval(0.3, 0.42, 0.42, 0.56, (*WHITE, 90))
+
+
+def _shirt(p: Pen, c: Tints) -> None:
+    p.poly([(0.34, 0.04), (0.66, 0.04), (0.96, 0.2), (0.86, 0.42), (0.76, 0.37), (0.76, 1), (0.24, 1),
+            (0.24, 0.37), (0.14, 0.42), (0.04, 0.2)], c.main)
+    p.poly([(0.4, 0.04), (0.6, 0.04), (0.5, 0.16)], c.dark)
+
+
+def _box(p: Pen, c: Tints) -> None:
+    p.poly([(0.12, 0.3), (0.7, 0.3), (0.88, 0.14), (0.3, 0.14)], c.light)
+    p.poly([(0.7, 0.3), (0.88, 0.14), (0.88, 0.86), (0.7, 1)], c.dark)
+    p.rect(0.12, 0.3, 0.7, 1, c.main)
+    p.rect(0.2, 0.52, 0.62, 0.78, (*WHITE, 170), 0.03)
+
+
+SHAPES = (
+    (("monitor", "screen", "display", "tv", "television"), _monitor),
+    (("laptop", "notebook", "macbook", "chromebook"), _laptop),
+    (("desktop", "computer", "pc", "tower", "workstation"), _desktop),
+    (("mouse", "mice"), _mouse),
+    (("bottle", "wine", "soju", "beer", "juice", "soda", "water", "sauce", "perfume", "drink", "milk"), _bottle),
+    (("mug", "cup", "coffee", "tea"), _mug),
+    (("apple", "orange", "fruit", "tomato", "peach", "lemon", "plum", "cherry", "cherries"), _fruit),
+    (("shirt", "tee", "dress", "jacket", "hoodie", "sweater", "blouse"), _shirt),
+)
+
+
+def _shape(product: str):
+    words = "".join(ch if ch.isalnum() else " " for ch in product.lower()).split()
+    for keys, draw in SHAPES:  # "laptops" and "smartphone"-style compounds match too
+        if any(w.startswith(k) or w.rstrip("s").endswith(k) for w in words for k in keys):
+            return draw
+    return _box
+
+
+def _palette(theme: str) -> Palette:
+    for word in _clean(theme).lower().split():
+        if word in PALETTES or word in ALIASES:
+            return PALETTES[ALIASES.get(word, word)]
+    h = _unit(theme.strip().lower())
+    return Palette(_hls(h, 0.92, 0.45), _hls(h + 0.05, 0.5, 0.2), _hls(h + 0.5, 0.32, 0.3), _hls(h, 0.28, 0.55),
+                   _hls(h, 0.92, 0.5), h + 0.5, _unit(theme + "#floor") < 0.5)
+
+
+def _storefront(spec: ImageSpec, w: int, h: int) -> Image.Image:
+    pal = _palette(spec.theme or spec.prompt)
+    img = _gradient(w, h, pal.wall, _mix(pal.wall, -0.14))
+    d = ImageDraw.Draw(img, "RGBA")
+
+    def pt(u: float, v: float, t: float = 1.0) -> tuple[float, float]:
+        """A point as canvas pixels; t < 1 slides it back towards the vanishing point, t > 1 forwards."""
+        return (VP[0] + (u - VP[0]) * t) * w, (VP[1] + (v - VP[1]) * t) * h
+
+    # ceiling, side walls and floor edges all run from the back-wall corners along lines through VP
+    t, side = VP[0] / (VP[0] - X0), _mix(pal.wall, -0.2)
+    d.polygon([pt(0, 0), pt(1, 0), pt(X1, Y0, t), pt(X1, Y0), pt(X0, Y0), pt(X0, Y0, t)], fill=_mix(pal.wall, 0.5))
+    for corner in (X0, X1):
+        d.polygon([pt(corner, Y0, t), pt(corner, Y0), pt(corner, Y1), pt(corner, Y1, t)], fill=side)
+    rows = [VP[1] + (Y1 - VP[1]) / (1 - k * 0.1) for k in range(7)]  # equal steps in depth, not in pixels
+    cols = 12 if pal.planks else 8
+    for k in range(len(rows) - 1):
+        for i in range(cols):
+            u0, u1 = X0 + (X1 - X0) * i / cols, X0 + (X1 - X0) * (i + 1) / cols
+            a, b = (rows[k] - VP[1]) / (Y1 - VP[1]), (rows[k + 1] - VP[1]) / (Y1 - VP[1])
+            shade = i * 7 % 3 if pal.planks else (i + k) % 2
+            fill = (pal.floor, _mix(pal.floor, 0.22), _mix(pal.floor, 0.1))[shade]
+            d.polygon([pt(u0, Y1, a), pt(u1, Y1, a), pt(u1, Y1, b), pt(u0, Y1, b)], fill=fill)
+            if pal.planks and (i + k) % 2:
+                d.line([pt(u0, Y1, a), pt(u1, Y1, a)], fill=(0, 0, 0, 50), width=SS)
+    _glow(img, (0.2 * w, -0.25 * h, 0.8 * w, 0.45 * h), 0.55)
+
+    sign = (0.27 * w, 0.115 * h, 0.73 * w, 0.205 * h)
+    d.rounded_rectangle(sign, radius=0.012 * h, fill=pal.sign, outline=pal.sign_text, width=max(1, w // 300))
+    words = _clean(spec.theme, 40).upper().split()
+    title = " ".join(words if words and words[-1].lower() in SHOP_WORDS else [*words, "SHOP"])
+    _text(d, title, (sign[0] + 0.03 * w, sign[1] + 0.018 * h, sign[2] - 0.03 * w, sign[3] - 0.014 * h),
+          pal.sign_text, sign[3] - sign[1], bold=True)
+    d.rectangle((*pt(0.445, 0.39), *pt(0.555, Y1)), fill=pal.counter)  # a door between the two displays
+    d.rectangle((*pt(0.455, 0.405), *pt(0.545, Y1)), fill=side)
+    d.ellipse((*pt(0.528, 0.54), *pt(0.538, 0.55)), fill=pal.sign_text)
+
+    for cx in (0.28, 0.72):
+        d.rectangle((*pt(cx - 0.15, 0.22), *pt(cx + 0.15, Y1)), fill=(*pal.counter, 28))
+        _glow(img, (*pt(cx - 0.16, 0.17), *pt(cx + 0.16, 0.46)), 0.5)
+        d.rectangle((*pt(cx - 0.15, 0.4), *pt(cx + 0.15, 0.418)), fill=pal.counter)  # wall shelf and brackets
+        for bx in (cx - 0.12, cx + 0.1):
+            d.polygon([pt(bx, 0.418), pt(bx + 0.02, 0.418), pt(bx + 0.02, 0.45)], fill=pal.counter)
+        shadow = [pt(cx - 0.19, 0.87), pt(cx + 0.19, 0.87), pt(cx + 0.16, 0.84), pt(cx - 0.16, 0.84)]
+        d.polygon(shadow, fill=(0, 0, 0, 40))
+        d.rectangle((*pt(cx - 0.16, 0.7), *pt(cx + 0.16, 0.86)), fill=pal.counter)
+        top = [pt(cx - 0.16, 0.7), pt(cx + 0.16, 0.7), pt(cx + 0.16, 0.7, 0.9), pt(cx - 0.16, 0.7, 0.9)]
+        d.polygon(top, fill=_mix(pal.counter, 0.45))
+
+    # one place per product, in the order of providers.STOREFRONT_PLACES: item's left and base, then its tag's top
+    places = ((0.18, 0.69, 0.74), (0.18, 0.395, 0.425), (0.62, 0.69, 0.74), (0.62, 0.395, 0.425))
+    for product, (u0, v1, tag) in zip(spec.products, places, strict=False):
+        hue = pal.item_hue + (_unit(product) - 0.5) * 0.45
+        tints = Tints(_hls(hue, 0.55, 0.6), _hls(hue, 0.3, 0.45), _hls(hue, 0.85, 0.6))
+        d.ellipse((*pt(u0 + 0.01, v1 - 0.012), *pt(u0 + 0.19, v1 + 0.006)), fill=(0, 0, 0, 45))
+        _shape(product)(Pen(d, (*pt(u0, v1 - 0.165), *pt(u0 + 0.2, v1))), tints)
+        d.rounded_rectangle((*pt(u0 + 0.02, tag), *pt(u0 + 0.18, tag + 0.06)), radius=0.008 * h,
+                            fill=(252, 252, 250), outline=tints.dark, width=max(1, w // 500))
+        _text(d, _clean(product, 60) or "?", (*pt(u0 + 0.032, tag + 0.007), *pt(u0 + 0.168, tag + 0.053)), INK,
+              0.03 * h, lines=2)
+    return img
+
+
+def _badge(spec: ImageSpec, w: int, h: int) -> Image.Image:
+    key = f"{spec.prompt}\n{spec.title}\n{spec.caption}"
+    hue = _unit(key)
+    img = _gradient(w, h, _hls(hue, 0.8, 0.9), _hls(hue + 0.1, 0.68, 0.85), horizontal=True)
+    d = ImageDraw.Draw(img, "RGBA")
+    cx, cy, r = w / 2, h * 0.29, min(w / 2.2, h) * 0.19  # emblem centre and radius, for wide or square canvases
+    for k in range(0, 32, 2):  # a soft sunburst behind the emblem
+        ray = [(cx + 2 * (w + h) * math.cos(a), cy + 2 * (w + h) * math.sin(a)) for a in (k * 0.196, k * 0.196 + 0.196)]
+        d.polygon([(cx, cy), *ray], fill=(*WHITE, 38))
+    _glow(img, (cx - 3 * r, cy - 3 * r, cx + 3 * r, cy + 3 * r), 0.6)
+    for side in (-1, 1):
+        tail = [(0.2, 0), (0.95, 0.2), (1, 1.45), (0.72, 1.22), (0.45, 1.5)]
+        d.polygon([(cx + side * x * r, cy + y * r) for x, y in tail], fill=_hls(hue + 0.6, 0.5 - side * 0.06, 0.65))
+    gold, gold_dark = (246, 196, 62), (200, 142, 30)
+    if _unit(key + "#emblem") < 0.5:  # a rosette medal
+        rim = [(cx + r * (1 - k % 2 * 0.12) * math.cos(k * math.pi / 16),
+                cy + r * (1 - k % 2 * 0.12) * math.sin(k * math.pi / 16)) for k in range(32)]
+        d.polygon(rim, fill=gold_dark)
+        d.ellipse((cx - 0.78 * r, cy - 0.78 * r, cx + 0.78 * r, cy + 0.78 * r), fill=gold)
+    else:  # a shield
+        shield = [(-1, -0.95), (1, -0.95), (1, 0.1), (0, 1.05), (-1, 0.1)]
+        d.polygon([(cx + x * r, cy + y * r) for x, y in shield], fill=gold_dark)
+        d.polygon([(cx + x * 0.84 * r, cy + (y - 0.03) * 0.84 * r) for x, y in shield], fill=gold)
+    star = [(cx + r * (0.55 - k % 2 * 0.32) * math.sin(k * math.pi / 5),
+             cy - r * (0.55 - k % 2 * 0.32) * math.cos(k * math.pi / 5)) for k in range(10)]
+    d.polygon(star, fill=(255, 250, 235))
+    ink = _hls(hue + 0.05, 0.2, 0.6)
+    _text(d, _clean(spec.title) or "Achievement", (0.05 * w, 0.6 * h, 0.95 * w, 0.85 * h), ink, 0.15 * h,
+          lines=3, bold=True)
+    _text(d, _clean(spec.caption), (0.15 * w, 0.86 * h, 0.85 * w, 0.96 * h), _mix(ink, 0.2), 0.08 * h)
+    return img
+
+
+def is_configured(settings: Settings) -> bool:
+    """The local renderer needs no key or network, so it is always available."""
+    return True
+
+
+def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
+    """Draw the spec's storefront or badge as PNG bytes of exactly spec.width x spec.height."""
+    from providers import RawImage
+
+    if not (0 < spec.width <= 8192 and 0 < spec.height <= 8192):
+        raise ProviderError(NAME, f"the local renderer cannot draw a {spec.width}x{spec.height} image")
+    draw = _badge if spec.kind == "badge" else _storefront
+    try:
+        image = draw(spec, spec.width * SS, spec.height * SS).reduce(SS)
+        out = io.BytesIO()
+        image.save(out, "PNG", compress_level=1)
+    except (OSError, ValueError, MemoryError) as error:
+        raise ProviderError(NAME, f"the local renderer failed: {error}") from None
+    seed = int.from_bytes(hashlib.sha256(spec.prompt.encode("utf-8", "surrogatepass")).digest()[:4], "big")
+    return RawImage(out.getvalue(), MODEL, seed)

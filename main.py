@@ -1,0 +1,454 @@
+"""The Future x Past backend: the Flask app factory and every route of the HTTP contract."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dotenv import load_dotenv
+from flask import Blueprint, Flask, current_app, g, jsonify, request, send_file
+from flask_cors import CORS
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+import seed
+from config import Settings
+from errors import ApiError, NotFound, ProviderError
+from image_store import ImageStore
+from models import Achievement, Base, Storefront, User, UserAchievement, make_engine
+from params import (
+    parse_day,
+    parse_id,
+    parse_id_list,
+    parse_int,
+    parse_json_object,
+    parse_seed_counts,
+    parse_text,
+)
+from providers import Generator, badge_spec, storefront_spec
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__)
+
+MAX_THEME_WORKERS = 4
+IMAGE_MAX_AGE_S = 3600
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+}
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app from the environment (and `.env`), then `config`, which always wins."""
+    config = dict(config or {})
+    if not config.get("TESTING"):
+        load_dotenv(Path.cwd() / ".env", override=False)
+    settings = Settings.from_mapping({**os.environ, **config})
+    if settings.is_production and not settings.admin_token:
+        raise SystemExit("APP_ENV=production needs ADMIN_TOKEN to be set")
+    if settings.is_production and "*" in settings.cors_origins:
+        log.warning("CORS_ORIGINS is '*' in production: every web origin may call this API")
+
+    app = Flask(__name__)
+    app.config.update(config)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False
+    engine = make_engine(settings.database_url)
+    Base.metadata.create_all(engine)
+    app.extensions["settings"] = settings
+    app.extensions["engine"] = engine
+    app.extensions["sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
+    app.extensions["image_store"] = ImageStore(settings.image_dir)
+    app.extensions["generator"] = Generator(settings)
+
+    CORS(app, origins=list(settings.cors_origins), expose_headers=["ETag", "Retry-After"])
+    app.register_blueprint(bp)
+    limit_generation(app, settings)
+    app.teardown_appcontext(close_session)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(Exception, handle_unexpected_error)
+    seed.register_commands(app)
+    return app
+
+
+def limit_generation(app: Flask, settings: Settings) -> None:
+    """Apply GENERATION_RATE_LIMIT per client address to each generating route, counted separately."""
+    if not settings.generation_rate_limit:
+        return
+    limiter = Limiter(
+        get_remote_address, app=app, storage_uri=settings.ratelimit_storage_uri or "memory://",
+        headers_enabled=True, default_limits=[],
+    )
+    for endpoint in ("api.generate_storefronts", "api.generate_achievement"):
+        app.view_functions[endpoint] = limiter.limit(settings.generation_rate_limit)(app.view_functions[endpoint])
+
+
+# --- per-request plumbing -------------------------------------------------------------------------
+
+
+def get_session() -> Session:
+    """The database session of this request, opened on first use."""
+    if "db" not in g:
+        g.db = current_app.extensions["sessionmaker"]()
+    return g.db
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.close()
+
+
+def settings() -> Settings:
+    return current_app.extensions["settings"]
+
+
+def image_store() -> ImageStore:
+    return current_app.extensions["image_store"]
+
+
+def generator() -> Generator:
+    return current_app.extensions["generator"]
+
+
+@bp.before_app_request
+def refuse_large_bodies() -> None:
+    # Werkzeug only enforces the limit when the body is read; refuse early so every route answers alike.
+    if request.content_length is not None and request.content_length > settings().max_request_bytes:
+        raise RequestEntityTooLarge()
+
+
+@bp.after_app_request
+def add_security_headers(response):
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def json_body() -> dict[str, object]:
+    """The request's JSON object body, parsed once; an empty body is an empty object."""
+    if "json_body" not in g:
+        g.json_body = parse_json_object(request.get_data(cache=True))
+    return g.json_body
+
+
+def param(name: str) -> object:
+    """A parameter from the query string, else (on POST) from the JSON body; the query wins."""
+    body = json_body() if request.method == "POST" else {}
+    if name in request.args:
+        return request.args[name]
+    return body.get(name)
+
+
+def require_admin() -> None:
+    """When ADMIN_TOKEN is set, demand `Authorization: Bearer <token>` (compared in constant time)."""
+    token = settings().admin_token
+    if not token:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(
+            "This route needs 'Authorization: Bearer <admin token>'.",
+            status=401, code="unauthorized", headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def find_user(user_id: int) -> User:
+    user = get_session().get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user has id {user_id}.", code="user_not_found")
+    return user
+
+
+def find_achievement(achievement_id: int) -> Achievement:
+    achievement = get_session().get(Achievement, achievement_id)
+    if achievement is None:
+        raise NotFound(f"No achievement has id {achievement_id}.", code="achievement_not_found")
+    return achievement
+
+
+def send_png(sha256: str | None, not_found: NotFound):
+    """The PNG file with an ETag, so a client's `If-None-Match` gets a 304."""
+    path = image_store().path(sha256) if sha256 else None
+    if path is None or not path.is_file():
+        raise not_found
+    return send_file(path, mimetype="image/png", etag=sha256, conditional=True, max_age=IMAGE_MAX_AGE_S)
+
+
+# --- error handlers -------------------------------------------------------------------------------
+
+
+def handle_api_error(error: ApiError):
+    return jsonify(error.to_dict()), error.status, error.headers
+
+
+def handle_http_error(error: HTTPException):
+    response = error.get_response()
+    code = HTTP_CODES.get(error.code or 500, "internal_error" if (error.code or 500) >= 500 else "bad_request")
+    response.set_data(current_app.json.dumps({"error": error.description, "code": code}))
+    response.content_type = "application/json"
+    return response
+
+
+def handle_unexpected_error(error: Exception):
+    if "db" in g:
+        g.db.rollback()
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return jsonify({"error": "The server hit an unexpected error.", "code": "internal_error"}), 500
+
+
+# --- storefronts ----------------------------------------------------------------------------------
+
+
+@bp.post("/gen-new-storefront-images")
+def generate_storefronts():
+    """Generate one storefront image per requested theme of the user, concurrently."""
+    user_id = parse_id(param("user_id"), "user_id")
+    shop_theme = parse_text(param("shop_theme"), "shop_theme")
+    user = find_user(user_id)
+    recommendations = user.recommendations or {}
+    themes = list(recommendations) if shop_theme == "all" else [shop_theme]
+    if not themes or any(theme not in recommendations for theme in themes):
+        raise NotFound("Mismatch of Themes", code="theme_not_found", field="shop_theme")
+
+    specs = [storefront_spec(theme, list(recommendations[theme])) for theme in themes]
+    results = run_concurrently(generator().generate_image, specs)
+
+    session = get_session()
+    made, errors = [], []
+    with image_store().saving(session) as put:
+        for theme, spec, result in zip(themes, specs, results, strict=True):
+            if isinstance(result, ProviderError):
+                errors.append((theme, result))
+                continue
+            storefront = Storefront(
+                user_id=user.id, name=f"{user.name}_{theme}", description=spec.prompt, style=theme,
+                **put(result.png).columns(),
+            )
+            session.add(storefront)
+            made.append(storefront)
+    if not made:
+        raise combined_error([error for _theme, error in errors])
+
+    body = {"user name": user.name, "recommendations": recommendations,
+            "storefronts": [storefront.to_dict() for storefront in made]}
+    if errors:
+        body["errors"] = [{"theme": theme, "error": error.message, "code": error.code} for theme, error in errors]
+    return jsonify(body)
+
+
+def run_concurrently(func, items: list) -> list:
+    """Call `func` on every item in a bounded pool; a provider failure comes back as its error."""
+
+    def call(item):
+        try:
+            return func(item)
+        except ProviderError as error:
+            return error
+
+    if len(items) == 1:
+        return [call(items[0])]
+    with ThreadPoolExecutor(max_workers=min(MAX_THEME_WORKERS, len(items))) as pool:
+        return list(pool.map(call, items))
+
+
+def combined_error(errors: list[ProviderError]) -> ProviderError:
+    """The answer when every theme failed: their shared error, else a generic provider error."""
+    if len({error.code for error in errors}) == 1:
+        return errors[-1]
+    return ProviderError(errors[-1].provider, "Every theme failed to generate.")
+
+
+@bp.get("/get-user-storefront-images")
+def list_storefront_images():
+    """The user's storefronts with their PNGs inline, base64-encoded."""
+    user = find_user(parse_id(param("user_id"), "user_id"))
+    store = image_store()
+    images = []
+    for storefront in user.storefronts:
+        item = storefront.to_dict()
+        item["storefront_image_binary"] = base64.b64encode(store.read(storefront.image_sha256)).decode("ascii")
+        images.append(item)
+    body = {"user name": user.name, "storefront_images": images}
+    if not images:
+        body["message"] = "No storefront images found for this user"
+    return jsonify(body)
+
+
+@bp.get("/download-user-storefront-image")
+def download_storefront_image():
+    """One storefront's PNG."""
+    user_id = parse_id(param("user_id"), "user_id")
+    storefront_id = parse_id(param("storefront_id"), "storefront_id")
+    find_user(user_id)
+    storefront = get_session().get(Storefront, storefront_id)
+    not_found = NotFound(f"User {user_id} has no storefront {storefront_id}.", code="storefront_not_found")
+    if storefront is None or storefront.user_id != user_id:
+        raise not_found
+    return send_png(storefront.image_sha256, not_found)
+
+
+@bp.get("/get-all-user-storefront-image")
+def list_storefronts():
+    """The user's storefronts, without image bytes."""
+    user = find_user(parse_id(param("user_id"), "user_id"))
+    return jsonify({"storefronts": [storefront.to_dict() for storefront in user.storefronts]})
+
+
+@bp.delete("/delete-all-storefronts")
+def delete_all_storefronts():
+    """Delete every storefront, and the PNG files no remaining row uses."""
+    require_admin()
+    session = get_session()
+    hashes = set(session.scalars(select(Storefront.image_sha256).distinct()))
+    deleted = session.execute(delete(Storefront)).rowcount
+    session.commit()
+    image_store().remove_unused(session, hashes)
+    return jsonify({"message": "All storefront entries deleted successfully", "deleted": deleted})
+
+
+# --- achievements ---------------------------------------------------------------------------------
+
+
+@bp.post("/gen-achievement-image")
+def generate_achievement():
+    """Write an achievement for the celebration nearest a date and a product, with its badge image."""
+    day = parse_day(param("date"), "date", today=datetime.now(UTC).date())
+    product = parse_text(param("product"), "product")
+    draft = generator().write_achievement(day, product)
+    image = generator().generate_image(badge_spec(draft))
+
+    session = get_session()
+    with image_store().saving(session) as put:
+        achievement = Achievement(
+            name=draft.name, description=draft.description, occasion=draft.occasion,
+            product_type=draft.product_type, **put(image.png).columns(),
+        )
+        session.add(achievement)
+    return jsonify({"achievement_name": achievement.name, **achievement.to_dict()})
+
+
+@bp.post("/add-achievement")
+def add_achievement():
+    """Award an achievement to a user; awarding it again changes nothing."""
+    user_id = parse_id(param("user_id"), "user_id")
+    achievement_id = parse_id(param("achievement_id"), "achievement_id")
+    find_user(user_id)
+    find_achievement(achievement_id)
+    session = get_session()
+    if session.get(UserAchievement, (user_id, achievement_id)) is None:
+        session.add(UserAchievement(user_id=user_id, achievement_id=achievement_id))
+        try:
+            session.commit()
+            return jsonify({"message": "Successfully attributed user to achievement"}), 201
+        except IntegrityError:  # another request awarded it at the same moment
+            session.rollback()
+    return jsonify({"message": "User already holds this achievement; nothing changed"}), 200
+
+
+@bp.get("/view-all-achievement")
+def list_achievements():
+    """Every achievement, by id, optionally paged with `limit` and `offset`."""
+    limit = param("limit")
+    offset = param("offset")
+    query = select(Achievement).order_by(Achievement.id)
+    if limit is not None:
+        query = query.limit(parse_int(limit, "limit", 1, 1000))
+    if offset is not None:
+        query = query.offset(parse_int(offset, "offset", 0))
+    achievements = get_session().scalars(query)
+    return jsonify({"achievements": [achievement.to_dict() for achievement in achievements]})
+
+
+def no_image(achievement: Achievement) -> NotFound:
+    return NotFound(f"Achievement {achievement.id} has no image.", code="achievement_not_found")
+
+
+@bp.get("/view-achievement-image")
+def view_achievement_image():
+    """The achievement's PNG, base64-encoded in JSON."""
+    achievement = find_achievement(parse_id(param("achievement_id"), "achievement_id"))
+    path = image_store().path(achievement.image_sha256) if achievement.image_sha256 else None
+    if path is None or not path.is_file():
+        raise no_image(achievement)
+    return jsonify({"achievements": base64.b64encode(path.read_bytes()).decode("ascii")})
+
+
+@bp.get("/get-achievement-image")
+def get_achievement_image():
+    """The achievement's PNG."""
+    achievement = find_achievement(parse_id(param("achievement_id"), "achievement_id"))
+    return send_png(achievement.image_sha256, no_image(achievement))
+
+
+@bp.get("/view-all-achievement-user")
+def list_user_achievements():
+    """The achievements the user holds."""
+    user = find_user(parse_id(param("user_id"), "user_id"))
+    return jsonify({"achievements": [achievement.to_dict() for achievement in user.achievements]})
+
+
+@bp.post("/assign-achievements-to-user")
+def assign_achievements():
+    """Replace the user's set of achievements with the given list."""
+    user_id = parse_id(param("user_id"), "user_id")
+    raw_list = param("achievement_list")
+    ids = parse_id_list(raw_list, "achievement_list", from_query="achievement_list" in request.args)
+    find_user(user_id)
+    session = get_session()
+    known = set(session.scalars(select(Achievement.id).where(Achievement.id.in_(ids)))) if ids else set()
+    unknown = sorted(set(ids) - known)
+    if unknown:
+        raise NotFound(f"Unknown achievement ids: {unknown}.", code="achievement_not_found", unknown_ids=unknown)
+    session.execute(delete(UserAchievement).where(UserAchievement.user_id == user_id))
+    session.add_all(UserAchievement(user_id=user_id, achievement_id=i) for i in ids)
+    session.commit()
+    return jsonify({"message": "Achievements assigned to user", "achievement_ids": ids})
+
+
+# --- recommendations and demo data ----------------------------------------------------------------
+
+
+@bp.get("/get-recommendations")
+def get_recommendations():
+    """The user's recommendations: theme to product names."""
+    user = find_user(parse_id(param("user_id"), "user_id"))
+    return jsonify({"recommendations": user.recommendations})
+
+
+@bp.post("/seed-specific")
+def seed_specific():
+    """Add the three demo users with their fixed recommendations."""
+    require_admin()
+    session = get_session()
+    users = seed.seed_specific(session)
+    return jsonify({"message": "Database seeded with fake data",
+                    "users": [{"id": user.id, "name": user.name} for user in users]}), 201
+
+
+@bp.post("/seedrandom")
+def seed_random():
+    """Add random users, achievements and storefronts, counts from the JSON body."""
+    require_admin()
+    counts = parse_seed_counts(json_body())
+    seed.seed_random(get_session(), image_store(), **counts)
+    return jsonify({"message": "Database seeded with fake data", **counts}), 201
+
+
+if __name__ == "__main__":
+    app = create_app()
+    app_settings = app.extensions["settings"]
+    app.run(host=app_settings.host, port=app_settings.port)

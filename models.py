@@ -1,0 +1,152 @@
+"""SQLAlchemy 2 models: users, their storefronts, achievements and who holds which."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import JSON, BigInteger, DateTime, Engine, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere lets ids reach 2^63-1.
+Id = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value.astimezone(UTC) if value is not None and value.tzinfo else value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class UserAchievement(Base):
+    """The award of one achievement to one user; the primary key makes it happen at most once."""
+
+    __tablename__ = "user_achievements"
+
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    achievement_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("achievements.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    awarded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # {"tech": ["mouse", "monitor"], "food": [...]}: theme to product names, in the user's order.
+    recommendations: Mapped[dict[str, list[str]]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    storefronts: Mapped[list[Storefront]] = relationship(back_populates="user", order_by="Storefront.id")
+    achievements: Mapped[list[Achievement]] = relationship(
+        secondary="user_achievements", order_by="Achievement.id", viewonly=True
+    )
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "name": self.name, "recommendations": self.recommendations}
+
+
+class ImageColumns:
+    """Where a row's PNG is: a content-addressed file named by its SHA-256, never bytes in the database."""
+
+    image_sha256: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    image_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    image_width: Mapped[int | None] = mapped_column(Integer, default=None)
+    image_height: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class Storefront(ImageColumns, Base):
+    __tablename__ = "storefronts"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(400))
+    description: Mapped[str] = mapped_column(Text)
+    style: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="storefronts")
+
+    @property
+    def image_url(self) -> str:
+        return f"/download-user-storefront-image?user_id={self.user_id}&storefront_id={self.id}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "style": self.style,
+            "storefront_image_name": self.name,
+            "image_url": self.image_url,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class Achievement(ImageColumns, Base):
+    __tablename__ = "achievements"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    occasion: Mapped[str] = mapped_column(String(200))
+    product_type: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def image_url(self) -> str | None:
+        return f"/get-achievement-image?achievement_id={self.id}" if self.image_sha256 else None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "occasion": self.occasion,
+            "product_type": self.product_type,
+            "image_url": self.image_url,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets its folder, WAL and a busy timeout so several workers can share it."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        database = engine.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)

@@ -1,0 +1,160 @@
+"""Parsers for request parameters: each turns raw query or JSON values into clean ones, or raises a 400."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+
+from errors import ApiError, InvalidParameter, MissingParameter
+
+MAX_ID = 2**63 - 1
+MAX_PRODUCT_LENGTH = 100
+MAX_SEED_COUNT = 10_000
+SEED_COUNT_KEYS = ("users", "achievements", "storefronts")
+
+_DIGITS = re.compile(r"[0-9]+")
+_ISO_DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_ORDINAL = r"(?P<day>[0-9]{1,2})(?P<suffix>st|nd|rd|th)?"
+_MONTH = r"(?P<month>[a-z]+)\.?"
+_YEAR = r"(?:,?[ \t]+(?P<year>[0-9]{4}))?"
+_DAY_FIRST = re.compile(rf"{_ORDINAL}[ \t]+(?:of[ \t]+)?{_MONTH}{_YEAR}")
+_MONTH_FIRST = re.compile(rf"{_MONTH}[ \t]+{_ORDINAL}{_YEAR}")
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",),
+         ("june", "jun"), ("july", "jul"), ("august", "aug"), ("september", "sep", "sept"),
+         ("october", "oct"), ("november", "nov"), ("december", "dec")],
+        start=1,
+    )
+    for name in names
+}
+
+
+def is_missing(value: object) -> bool:
+    """Absent, JSON null, or an empty string."""
+    return value is None or (isinstance(value, str) and value == "")
+
+
+def parse_int(value: object, field: str, minimum: int = 1, maximum: int = MAX_ID) -> int:
+    """A whole number written in ASCII digits (leading zeros allowed) or a JSON integer, within bounds."""
+    if is_missing(value):
+        raise MissingParameter(field)
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise InvalidParameter(field, f"'{field}' must be a whole number written in digits.")
+    if not minimum <= number <= maximum:
+        raise InvalidParameter(field, f"'{field}' must be between {minimum} and {maximum}.")
+    return number
+
+
+def parse_id(value: object, field: str) -> int:
+    """A positive id, 1 to 2^63-1."""
+    return parse_int(value, field)
+
+
+def parse_text(value: object, field: str, max_length: int = MAX_PRODUCT_LENGTH) -> str:
+    """A required string, trimmed; blanks only count as missing."""
+    if isinstance(value, str):
+        value = value.strip()
+    if is_missing(value):
+        raise MissingParameter(field)
+    if not isinstance(value, str):
+        raise InvalidParameter(field, f"'{field}' must be a string.")
+    if len(value) > max_length:
+        raise InvalidParameter(field, f"'{field}' must be at most {max_length} characters.")
+    return value
+
+
+def parse_day(value: object, field: str, today: date) -> date:
+    """A day such as `2024-10-05`, `05 Oct`, `5th of October` or `October 5th 2024`.
+
+    Without a year the day is its next occurrence, `today` included.
+    """
+    if is_missing(value):
+        raise MissingParameter(field)
+    invalid = InvalidParameter(
+        field, f"'{field}' must be a day such as '2024-10-05', '05 Oct', '5th of October' or 'October 5'."
+    )
+    if not isinstance(value, str):
+        raise invalid
+    text = value.strip()
+    if iso := _ISO_DAY.fullmatch(text):
+        try:
+            return date(int(iso[1]), int(iso[2]), int(iso[3]))
+        except ValueError:
+            raise invalid from None
+    match = _DAY_FIRST.fullmatch(text.lower()) or _MONTH_FIRST.fullmatch(text.lower())
+    if not match or match["month"] not in _MONTHS:
+        raise invalid
+    day, month = int(match["day"]), _MONTHS[match["month"]]
+    if match["suffix"] and match["suffix"] != _ordinal_suffix(day):
+        raise invalid
+    try:
+        if match["year"]:
+            return date(int(match["year"]), month, day)
+        date(2000, month, day)  # a leap year: is this day possible at all?
+    except ValueError:
+        raise invalid from None
+    for year in range(today.year, today.year + 9):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:  # 29 February outside a leap year
+            continue
+        if candidate >= today:
+            return candidate
+    raise invalid
+
+
+def _ordinal_suffix(day: int) -> str:
+    if 10 <= day % 100 <= 20:
+        return "th"
+    return {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+
+
+def parse_id_list(value: object, field: str, from_query: bool) -> list[int]:
+    """A JSON array of ids (JSON text in a query string, an array in a JSON body); repeats count once."""
+    if is_missing(value):
+        raise MissingParameter(field)
+    invalid = InvalidParameter(field, f"'{field}' must be a JSON array of positive integers, such as [1,2,3].")
+    if from_query:
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise invalid from None
+    if not isinstance(value, list):
+        raise invalid
+    if not all(isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= MAX_ID for item in value):
+        raise invalid
+    return sorted(set(value))
+
+
+def parse_json_object(raw: bytes) -> dict[str, object]:
+    """A request body that must be a JSON object; an empty body is an empty object."""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def parse_seed_counts(body: dict[str, object]) -> dict[str, int]:
+    """The counts of `/seedrandom`: each a JSON integer from 0 to 10,000, 10 by default; no other keys."""
+    for key in body:
+        if key not in SEED_COUNT_KEYS:
+            raise InvalidParameter(key, f"Unknown field '{key}'; expected only {', '.join(SEED_COUNT_KEYS)}.")
+    counts = {}
+    for key in SEED_COUNT_KEYS:
+        value = body.get(key, 10)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED_COUNT:
+            raise InvalidParameter(key, f"'{key}' must be a JSON integer from 0 to {MAX_SEED_COUNT}.")
+        counts[key] = value
+    return counts
