@@ -1,16 +1,198 @@
-"""OpenAI (or any OpenAI-compatible server) achievement writer (the real client arrives with the providers issue)."""
+"""OpenAI, or any OpenAI-compatible server, writes the achievement: structured JSON asked for, read tolerantly, checked.
+
+Transport retries (429, 5xx, timeouts, dropped connections) are the SDK's own, with `max_retries=PROVIDER_RETRIES`
+and `timeout=PROVIDER_TIMEOUT_S`. A reply that arrives but cannot be used is asked for again, up to
+PROVIDER_RETRIES more times within the deadline, and is then a provider error.
+"""
 
 from __future__ import annotations
 
+import ast
+import json
+import logging
+import re
+import time
+from datetime import date
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import openai
+
+import http_client
 from config import Settings
-from errors import ProviderError
+from errors import ContentRejected, ProviderBusy, ProviderError
+
+if TYPE_CHECKING:
+    from providers import AchievementDraft
+
+log = logging.getLogger(__name__)
 
 NAME = "openai"
+FIELDS = ("name", "description", "occasion", "product_type")
+MAX_CHARS = {"name": 100, "description": 2000, "occasion": 200, "product_type": 200}
+MAX_REPLY_CHARS = 20_000
+SCHEMA = {
+    "type": "object",
+    "properties": {field: {"type": "string"} for field in FIELDS},
+    "required": list(FIELDS),
+    "additionalProperties": False,
+}
+JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "achievement", "schema": SCHEMA, "strict": True}}
+JSON_MODE = {"type": "json_object"}
+INSTRUCTIONS = (
+    "You write gamified achievements for a social shopping app. Answer with one JSON object and nothing else, "
+    'with the string keys "name" (a short, playful badge name of two to five words), "description" (about 50 '
+    "words that congratulate the buyer and invite them to share the achievement with their friends), "
+    '"occasion" (the name of the celebration) and "product_type" (the general kind of product, in a few words).'
+)
+REFUSAL_CODES = ("content_filter", "content_policy_violation")
+FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.DOTALL)
+
+
+class UnusableReply(ValueError):
+    """A reply that arrived but holds no achievement we can save."""
 
 
 def is_configured(settings: Settings) -> bool:
+    """OpenAI (or a compatible server) is available when OPENAI_API_KEY is set."""
     return bool(settings.openai_api_key)
 
 
-def write_achievement(day, product: str, settings: Settings):
-    raise ProviderError(NAME, "openai is not available yet")
+def write_achievement(day: date, product: str, settings: Settings) -> AchievementDraft:
+    """Ask the model for an achievement tied to the celebration nearest `day`, for buyers of `product`."""
+    if not settings.openai_api_key:
+        raise ProviderError(NAME, "OpenAI needs OPENAI_API_KEY to be set.")
+    client = _client(settings.openai_api_key, settings.openai_base_url, settings.provider_timeout_s,
+                     settings.provider_retries)
+    messages = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": _request(day, product)}]
+    deadline = time.monotonic() + http_client.deadline_s(settings)
+    attempts = settings.provider_retries + 1
+    for attempt in range(1, attempts + 1):
+        reply = _ask(client, messages, settings.openai_model)
+        try:
+            return parse_draft(reply)
+        except UnusableReply as error:
+            log.warning("openai: unusable reply (%s), attempt %d of %d", error, attempt, attempts)
+        if time.monotonic() >= deadline:
+            break
+    raise ProviderError(NAME, f"openai's reply could not be used after {attempt} attempt(s).")
+
+
+@lru_cache(maxsize=8)
+def _client(api_key: str, base_url: str | None, timeout: float, retries: int) -> openai.OpenAI:
+    """One client per configuration, built on first use (the SDK refuses to build without a key)."""
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=retries)
+
+
+def _request(day: date, product: str) -> str:
+    from local_achievement_gen import nearest_celebration
+
+    when, occasion = nearest_celebration(day)
+    return (
+        f"Write an achievement for people who buy {json.dumps(product)} around {day:%d %B %Y}. "
+        f"Tie it to the celebration on or nearest to that day (our calendar says {occasion}, on {when:%d %B}). "
+        "Reply in JSON."
+    )
+
+
+def _ask(client: openai.OpenAI, messages: list[dict], model: str) -> str:
+    """One completion, as a JSON schema where the server supports it, else in JSON mode."""
+    try:
+        try:
+            completion = client.chat.completions.create(model=model, messages=messages, response_format=JSON_SCHEMA)
+        except openai.BadRequestError as error:
+            if error.code in REFUSAL_CODES:
+                raise
+            log.info("openai: the server refused a JSON schema; asking in JSON mode")
+            completion = client.chat.completions.create(model=model, messages=messages, response_format=JSON_MODE)
+    except openai.OpenAIError as error:
+        raise _provider_error(error) from None
+    if not completion.choices:
+        return ""
+    choice = completion.choices[0]
+    if choice.finish_reason == "content_filter" or getattr(choice.message, "refusal", None):
+        raise ContentRejected(NAME, "openai's content filter refused the request.")
+    return choice.message.content or ""
+
+
+def _provider_error(error: openai.OpenAIError) -> ProviderError:
+    """Our error for an SDK failure that survived its retries; the SDK's text may quote the key, so it is dropped."""
+    if isinstance(error, openai.RateLimitError):
+        if error.code == "insufficient_quota":
+            return ProviderError(NAME, "openai has no quota left on our key (HTTP 429).")
+        retry_after = http_client.retry_after_s(error.response.headers)
+        return ProviderBusy(NAME, "openai is rate-limiting our requests; try again later.",
+                            retry_after=http_client.BUSY_RETRY_AFTER_S if retry_after is None else max(1, retry_after))
+    if isinstance(error, openai.BadRequestError) and error.code in REFUSAL_CODES:
+        return ContentRejected(NAME, "openai's content filter refused the request.")
+    if isinstance(error, openai.APITimeoutError):
+        return ProviderError(NAME, "openai did not answer in time.")
+    if isinstance(error, openai.APIConnectionError):
+        return ProviderError(NAME, "The connection to openai failed.")
+    if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ProviderError(NAME, f"openai refused our API key (HTTP {error.status_code}); check OPENAI_API_KEY.")
+    if isinstance(error, openai.APIStatusError):
+        return ProviderError(NAME, f"openai failed with HTTP {error.status_code}.")
+    return ProviderError(NAME, f"openai failed ({type(error).__name__}).")
+
+
+def parse_draft(reply: str) -> AchievementDraft:
+    """Read an achievement from what models really return: fenced JSON, a Python dict, keys in any spelling."""
+    from providers import AchievementDraft
+
+    data = _load_object(reply[:MAX_REPLY_CHARS])
+    values: dict[str, str] = {}
+    for key, value in data.items():
+        field = _field_for(str(key))
+        if field and field not in values:
+            values[field] = _text(value)
+    for field in FIELDS:
+        value = values.get(field, "")
+        if not value:
+            raise UnusableReply(f"no {field}")
+        if len(value) > MAX_CHARS[field]:
+            raise UnusableReply(f"{field} longer than {MAX_CHARS[field]} characters")
+    return AchievementDraft(*(values[field] for field in FIELDS))
+
+
+def _load_object(text: str) -> dict:
+    """The first JSON object (or Python dict literal) in the reply, inside a code fence or not."""
+    candidates = [match.group(1) for match in FENCE.finditer(text)] + [text]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        for load in (json.loads, ast.literal_eval):
+            try:
+                value = load(candidate.strip())
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                continue
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                value = value[0]
+            if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), dict):
+                value = next(iter(value.values()))  # {"achievement": {...}}
+            if isinstance(value, dict):
+                return value
+    raise UnusableReply("no JSON object")
+
+
+def _field_for(key: str) -> str | None:
+    """Which of our fields a key names: "Name of the Achievement", "productType", "Occasion"..."""
+    word = re.sub(r"[^a-z]", "", key.lower())
+    if "desc" in word:
+        return "description"
+    if any(part in word for part in ("occasion", "celebration", "holiday", "event")):
+        return "occasion"
+    if "product" in word or word in ("type", "category"):
+        return "product_type"
+    if "name" in word or "title" in word or word in ("achievement", "badge"):
+        return "name"
+    return None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, list | tuple):
+        value = ", ".join(str(item) for item in value if isinstance(item, str | int | float))
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return ""
+    return " ".join(str(value).split())

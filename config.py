@@ -81,7 +81,7 @@ class Settings:
         if port > 65535:
             raise ConfigError(f"PORT={port} must be at most 65535")
         origins = tuple(o.strip() for o in (get("CORS_ORIGINS") or "*").split(",") if o.strip())
-        return cls(
+        settings = cls(
             host=text("HOST", defaults.host),
             port=port,
             database_url=text("DATABASE_URL", defaults.database_url),
@@ -106,10 +106,24 @@ class Settings:
             ratelimit_storage_uri=get("RATELIMIT_STORAGE_URI"),
             app_env=choice("APP_ENV", defaults.app_env, APP_ENVS),
         )
+        _check_keys(settings)
+        return settings
 
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+
+def _check_keys(settings: Settings) -> None:
+    """A provider chosen by name must have its key: say which variable to set rather than fail on first use."""
+    required = [
+        ("IMAGE_PROVIDER", settings.image_provider, "clipdrop", "CLIPDROP_API_KEY", settings.clipdrop_api_key),
+        ("IMAGE_PROVIDER", settings.image_provider, "stability", "STABILITY_API_KEY", settings.stability_api_key),
+        ("TEXT_PROVIDER", settings.text_provider, "openai", "OPENAI_API_KEY", settings.openai_api_key),
+    ]
+    for setting, chosen, provider, key_name, key in required:
+        if chosen == provider and not key:
+            raise ConfigError(f"{setting}={provider} needs {key_name} to be set")
 
 
 def _rate_limit(value: str | None) -> str | None:

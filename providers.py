@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 STOREFRONT_SIZE = (1024, 1024)
 BADGE_SIZE = (1344, 576)  # 21:9, the wide badge
 STOREFRONT_PLACES = ("bottom left", "top left", "bottom right", "top right")
+# What a provider may send back; anything else (SVG, PDF, EPS, a JSON error...) is not an image to us.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+MAX_SOURCE_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -172,20 +175,22 @@ def text_provider(settings: Settings) -> ModuleType:
 
 def to_png(raw: RawImage, spec: ImageSpec, provider: str) -> bytes:
     """Check that `raw` is an image, fit it to the spec's size as PNG, and record its provenance."""
+    not_an_image = ProviderError(provider, f"{provider} returned bytes that are not an image.")
     try:
-        with Image.open(io.BytesIO(raw.data)) as image:
+        with Image.open(io.BytesIO(raw.data), formats=ACCEPTED_FORMATS) as image:
+            if image.width * image.height > MAX_SOURCE_PIXELS:
+                raise not_an_image
             image.load()
-            fmt = image.format
-            if image.size == (spec.width, spec.height) and fmt == "PNG":
+            if image.size == (spec.width, spec.height) and image.format == "PNG":
                 png = raw.data
             else:
                 png = _encode_png(_fit(image, spec.width, spec.height))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        raise ProviderError(provider, f"{provider} returned bytes that are not an image") from None
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    provenance = {"prompt": spec.prompt, "provider": provider, "model": raw.model, "created": created}
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise not_an_image from None
+    provenance = {"prompt": spec.prompt, "provider": provider, "model": raw.model}
     if raw.seed is not None:
         provenance["seed"] = str(raw.seed)
+    provenance["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     return add_text_chunks(png, provenance)
 
 

@@ -1,16 +1,74 @@
-"""stability text-to-image provider (the real HTTP client arrives with the providers issue)."""
+"""Stability AI v2beta Stable Image generate: multipart fields, PNG back, moderation in two forms."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import http_client
 from config import Settings
-from errors import ProviderError
+from errors import ContentRejected, ProviderError
+
+if TYPE_CHECKING:
+    from providers import ImageSpec, RawImage
 
 NAME = "stability"
+PATH = "/v2beta/stable-image/generate/{engine}"
+NEGATIVE_PROMPT = (
+    "text, letters, words, captions, labels, watermark, logo, signature, clutter, crowd, messy, busy background, "
+    "blurry, distorted, deformed, low quality"
+)
+# Only the core engine takes a style preset.
+CORE_STYLES = {"storefront": "photographic", "badge": "digital-art"}
 
 
 def is_configured(settings: Settings) -> bool:
+    """Stability AI is available when STABILITY_API_KEY is set."""
     return bool(settings.stability_api_key)
 
 
-def generate_image(spec, settings: Settings):
-    raise ProviderError(NAME, "stability is not available yet")
+def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
+    """Ask the STABILITY_ENGINE endpoint for the spec's picture, at the spec's aspect ratio, as PNG."""
+    from providers import RawImage
+
+    key = settings.stability_api_key
+    if not key:
+        raise ProviderError(NAME, "Stability AI needs STABILITY_API_KEY to be set.")
+    engine = settings.stability_engine
+    fields = {
+        "prompt": spec.prompt,
+        "negative_prompt": NEGATIVE_PROMPT,
+        "aspect_ratio": spec.aspect_ratio,
+        "output_format": "png",
+    }
+    if engine == "core" and spec.kind in CORE_STYLES:
+        fields["style_preset"] = CORE_STYLES[spec.kind]
+    response = http_client.post(
+        NAME, settings.stability_api_host + PATH.format(engine=engine), settings,
+        headers={"authorization": f"Bearer {key}", "accept": "image/*"},
+        files={"none": ""},  # forces multipart/form-data for text-only fields
+        data=fields,
+    )
+    if response.status_code == 403 and _error_name(response) == "content_moderation":
+        raise ContentRejected(NAME, "stability's content filter refused the prompt.")
+    if response.status_code in (401, 403):
+        raise ProviderError(NAME, f"stability refused our API key ({http_client.describe(response, key)}); "
+                                  "check STABILITY_API_KEY.")
+    if response.status_code == 402:
+        raise ProviderError(NAME, "stability has no credits left on our account (HTTP 402).")
+    if response.status_code != 200:
+        raise ProviderError(NAME, f"stability refused the request ({http_client.describe(response, key)}).")
+    finish = response.headers.get("finish-reason", "SUCCESS").strip().upper()
+    if finish == "CONTENT_FILTERED":
+        raise ContentRejected(NAME, "stability's content filter blocked the picture for this prompt.")
+    if finish != "SUCCESS":
+        raise ProviderError(NAME, f"stability did not finish the picture (finish-reason {finish[:40]}).")
+    seed = response.headers.get("seed", "").strip()
+    return RawImage(response.content, f"stable-image-{engine}", int(seed) if seed.isdigit() else None)
+
+
+def _error_name(response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("name", "")) if isinstance(body, dict) else ""

@@ -1,0 +1,38 @@
+"""Helpers for provider tests: image bytes as providers send them, and reading back what we stored."""
+
+from __future__ import annotations
+
+import io
+from email.parser import BytesParser
+
+from PIL import Image
+
+CLIPDROP_KEY = "cd-test-key-0123456789"
+STABILITY_KEY = "sk-stability-test-key-0123456789"
+OPENAI_KEY = "sk-openai-test-key-0123456789"
+CLIPDROP_URL = "https://clipdrop-api.co/text-to-image/v1"
+STABILITY_CORE_URL = "https://api.stability.ai/v2beta/stable-image/generate/core"
+
+
+def image_bytes(size=(1024, 1024), fmt="PNG", colour=(200, 120, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, fmt)
+    return out.getvalue()
+
+
+def png_text(data: bytes) -> dict[str, str]:
+    """The text chunks of a PNG, after checking that it decodes."""
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        image.load()
+        return dict(image.text)
+
+
+def form_fields(request) -> dict[str, str]:
+    """The text fields of a multipart/form-data request that `requests` sent."""
+    body = request.body if isinstance(request.body, bytes) else request.body.encode()
+    head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
+    message = BytesParser().parsebytes(head + body)
+    assert message.is_multipart()
+    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True).decode()
+            for part in message.get_payload()}
