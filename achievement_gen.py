@@ -107,12 +107,14 @@ def _ask(client: openai.OpenAI, messages: list[dict], model: str) -> str:
             completion = client.chat.completions.create(model=model, messages=messages, response_format=JSON_MODE)
     except openai.OpenAIError as error:
         raise _provider_error(error) from None
-    if not completion.choices:
-        return ""
-    choice = completion.choices[0]
-    if choice.finish_reason == "content_filter" or getattr(choice.message, "refusal", None):
+    # A lax compatible server may leave out any part of the reply: what is missing reads as an empty reply.
+    choices = getattr(completion, "choices", None)
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = getattr(choice, "message", None)
+    if getattr(choice, "finish_reason", None) == "content_filter" or getattr(message, "refusal", None):
         raise ContentRejected(NAME, "openai's content filter refused the request.")
-    return choice.message.content or ""
+    content = getattr(message, "content", None)
+    return content if isinstance(content, str) else ""
 
 
 def _provider_error(error: openai.OpenAIError) -> ProviderError:

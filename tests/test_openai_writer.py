@@ -199,6 +199,19 @@ def test_reply_unusable_after_the_retries_is_a_provider_error(client, stub, cont
     assert_nothing_saved(client.application)
 
 
+@pytest.mark.parametrize("body", [{"choices": [{}]}, {}, {"choices": None},
+                                  {"choices": [{"message": {"content": ["a list"]}}]}],
+                         ids=["no-message", "no-choices", "null-choices", "content-not-text"])
+def test_malformed_completion_is_a_provider_error(make_client, stub, body):
+    client = make_client(PROVIDER_RETRIES="1")
+    stub.answer(Reply(body=body))
+    response = generate(client)
+    assert response.status_code == 502
+    assert (response.get_json()["code"], response.get_json()["provider"]) == ("provider_error", "openai")
+    assert len(stub.requests) == 2
+    assert_nothing_saved(client.application)
+
+
 def test_429_then_200_is_retried_by_the_sdk(client, stub):
     stub.answer(error(429, "slow down", retry_after_ms="1"), chat(json.dumps(GOOD)))
     assert generate(client).status_code == 200
