@@ -137,6 +137,14 @@ def refuse_large_bodies() -> None:
         raise RequestEntityTooLarge()
 
 
+@bp.before_app_request
+def ignore_unusable_range() -> None:
+    # RFC 9110: a Range in a unit we do not serve must be ignored, and a malformed one may be; Werkzeug would
+    # answer both with 416, which is meant for a range past the end of the file.
+    if "HTTP_RANGE" in request.environ and (request.range is None or request.range.units != "bytes"):
+        del request.environ["HTTP_RANGE"]
+
+
 @bp.after_app_request
 def add_security_headers(response):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
