@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import jsonschema_rs
 import pytest
+import schemathesis
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 from api_docs import OPENAPI_PATH, load_openapi
@@ -192,3 +193,37 @@ def test_unusable_range_is_ignored(client, value):
     assert response.data == whole
     asset = client.get("/docs/swagger-ui.css", headers={"Range": value})
     assert asset.status_code == 200
+
+
+def assert_documented(document: dict, method: str, path: str, response) -> None:
+    """The answer's status, media type and JSON body are those the document gives for this operation."""
+    operation = document["paths"][path][method]
+    documented = resolve(document, operation["responses"][str(response.status_code)])
+    if response.data:
+        assert response.mimetype in documented["content"], (path, response.status_code, response.mimetype)
+    else:
+        assert "content" not in documented or response.status_code == 304
+    schemathesis.openapi.from_dict(document)[path][method.upper()].validate_response(response)
+
+
+def test_answers_the_fuzzer_does_not_provoke_are_documented(make_app, document):
+    """Rate limits, the admin token, body limits and conditional requests: the fuzz app never meets them."""
+    client = make_app(ADMIN_TOKEN="s3cret", GENERATION_RATE_LIMIT="1/minute", MAX_REQUEST_BYTES="100").test_client()
+    made = client.post("/gen-achievement-image?date=31 Oct&product=soju")
+    assert_documented(document, "post", "/gen-achievement-image", made)
+    limited = client.post("/gen-achievement-image?date=31 Oct&product=soju")
+    assert limited.status_code == 429
+    assert_documented(document, "post", "/gen-achievement-image", limited)
+    for method, path in [("delete", "/delete-all-storefronts"), ("post", "/seed-specific"), ("post", "/seedrandom")]:
+        refused = client.open(path, method=method.upper())
+        assert refused.status_code == 401
+        assert_documented(document, method, path, refused)
+    too_large = client.post("/seedrandom", data="x" * 101, headers={"Authorization": "Bearer s3cret"})
+    assert too_large.status_code == 413
+    assert_documented(document, "post", "/seedrandom", too_large)
+    png = client.get("/get-achievement-image?achievement_id=1")
+    for headers, status in [({"If-None-Match": png.headers["ETag"]}, 304), ({"Range": "bytes=0-9"}, 206),
+                            ({"Range": "bytes=999999999-"}, 416)]:
+        answer = client.get("/get-achievement-image?achievement_id=1", headers=headers)
+        assert answer.status_code == status
+        assert_documented(document, "get", "/get-achievement-image", answer)
