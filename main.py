@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import seed
+from api_docs import docs, load_openapi
 from config import Settings
 from errors import ApiError, NotFound, ProviderError
 from image_store import ImageStore
@@ -47,6 +48,7 @@ HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    416: "range_not_satisfiable",
     429: "rate_limited",
 }
 
@@ -62,7 +64,8 @@ def create_app(config: dict | None = None) -> Flask:
     if settings.is_production and "*" in settings.cors_origins:
         log.warning("CORS_ORIGINS is '*' in production: every web origin may call this API")
 
-    app = Flask(__name__)
+    # No static folder: the service has no static files, and the docs assets come from their package.
+    app = Flask(__name__, static_folder=None)
     app.config.update(config)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
@@ -73,9 +76,11 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     app.extensions["image_store"] = ImageStore(settings.image_dir)
     app.extensions["generator"] = Generator(settings)
+    app.extensions["openapi"] = load_openapi()
 
     CORS(app, origins=list(settings.cors_origins), expose_headers=["ETag", "Retry-After"])
     app.register_blueprint(bp)
+    app.register_blueprint(docs)
     limit_generation(app, settings)
     app.teardown_appcontext(close_session)
     app.register_error_handler(HTTPException, handle_http_error)
@@ -130,6 +135,14 @@ def refuse_large_bodies() -> None:
     # Werkzeug only enforces the limit when the body is read; refuse early so every route answers alike.
     if request.content_length is not None and request.content_length > settings().max_request_bytes:
         raise RequestEntityTooLarge()
+
+
+@bp.before_app_request
+def ignore_unusable_range() -> None:
+    # RFC 9110: a Range in a unit we do not serve must be ignored, and a malformed one may be; Werkzeug would
+    # answer both with 416, which is meant for a range past the end of the file.
+    if "HTTP_RANGE" in request.environ and (request.range is None or request.range.units != "bytes"):
+        del request.environ["HTTP_RANGE"]
 
 
 @bp.after_app_request

@@ -41,14 +41,19 @@ def parse_int(value: object, field: str, minimum: int = 1, maximum: int = MAX_ID
     """A whole number written in ASCII digits (leading zeros allowed) or a JSON integer, within bounds."""
     if is_missing(value):
         raise MissingParameter(field)
+    out_of_range = InvalidParameter(field, f"'{field}' must be between {minimum} and {maximum}.")
     if isinstance(value, str) and _DIGITS.fullmatch(value):
-        number = int(value)
+        digits = value.lstrip("0") or "0"
+        # Longer than the bound is out of range, and int() refuses strings past 4,300 digits (a 500 otherwise).
+        if len(digits) > len(str(maximum)):
+            raise out_of_range
+        number = int(digits)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
     else:
         raise InvalidParameter(field, f"'{field}' must be a whole number written in digits.")
     if not minimum <= number <= maximum:
-        raise InvalidParameter(field, f"'{field}' must be between {minimum} and {maximum}.")
+        raise out_of_range
     return number
 
 
