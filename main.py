@@ -13,7 +13,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 from flask import Blueprint, Flask, current_app, g, jsonify, request, send_file
 from flask_cors import CORS
-from flask_limiter import Limiter
+from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -211,7 +211,10 @@ def handle_api_error(error: ApiError):
 def handle_http_error(error: HTTPException):
     response = error.get_response()
     code = HTTP_CODES.get(error.code or 500, "internal_error" if (error.code or 500) >= 500 else "bad_request")
-    response.set_data(current_app.json.dumps({"error": error.description, "code": code}))
+    message = error.description
+    if isinstance(error, RateLimitExceeded):  # its description is the bare limit, e.g. "30 per 1 minute"
+        message = f"Too many generation requests from this address (limit: {error.description}); try again later."
+    response.set_data(current_app.json.dumps({"error": message, "code": code}))
     response.content_type = "application/json"
     return response
 
