@@ -12,13 +12,12 @@ import os
 import shutil
 import tempfile
 
-import migrate
 from config import from_environment
-from models import make_engine
+from main import create_app
 
 _settings = from_environment()
 # Metrics are shared through files: one folder per server, wiped at start. prometheus_client reads this variable
-# when first imported, which the app does only in the workers.
+# when first imported, which the app does in create_app, after this file has run.
 _METRICS_DIR_PREFIX = "futurepast-metrics-"
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX)
@@ -32,7 +31,8 @@ threads = _settings.worker_threads
 timeout = int(3 * _settings.provider_timeout_s * (_settings.provider_retries + 1)) + 30
 graceful_timeout = timeout
 keepalive = 5
-sendfile = True  # PNG files go from disk to socket without passing through Python
+# sendfile (PNG files go from disk to socket without passing through Python) is on while `sendfile` stays unset
+# here: gunicorn reads any value of it, True included, as "off".
 # gunicornc's socket lives at one path per user: several servers on a machine would fight over it.
 control_socket_disable = True
 logconfig_dict = {
@@ -47,20 +47,20 @@ logconfig_dict = {
 
 
 def on_starting(server) -> None:
-    """In the master, before any worker: start the metrics afresh, and bring the database up to date once."""
+    """In the master, before any worker: start the metrics afresh, and build the app once, so a bad setting,
+    a production rule or an outdated database stops the server here, and development migrates once."""
     for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(path)
-    engine = make_engine(_settings.database_url)
     try:
-        migrate.prepare(engine, upgrade_allowed=not _settings.is_production)
-    finally:
-        engine.dispose()
+        create_app().extensions["engine"].dispose()
+    except BaseException:
+        on_exit(server)  # gunicorn will not call it: the server stops before it starts
+        raise
 
 
 def child_exit(server, worker) -> None:
     """Drop the live-only metrics of a worker that has gone; its counts stay in the totals."""
     from prometheus_client import multiprocess  # imported once the folder above is set
-
 
     multiprocess.mark_process_dead(worker.pid)
 

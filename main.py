@@ -74,8 +74,11 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
     engine = make_engine(settings.database_url)
-    # Development upgrades the schema itself; production expects `alembic upgrade head` as a deploy step.
-    migrate.prepare(engine, upgrade_allowed=not settings.is_production)
+    try:  # development upgrades the schema itself; production expects `alembic upgrade head` as a deploy step
+        migrate.prepare(engine, upgrade_allowed=not settings.is_production)
+    except BaseException:
+        engine.dispose()
+        raise
     metrics = observability.init_app(app)
     app.extensions["settings"] = settings
     app.extensions["engine"] = engine
@@ -524,6 +527,7 @@ def serve() -> None:
         GunicornServer().run()
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # chatty at every start; migrate.py says when it upgrades
     app = create_app()
     app_settings = app.extensions["settings"]
     app.run(host=app_settings.host, port=app_settings.port, debug=True, use_reloader=True)

@@ -77,6 +77,7 @@ def locked_connection(database_url: str) -> Iterator[Connection]:
         def _begin_immediate(connection):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    log.info("taking the migration lock")
     try:
         with engine.connect() as connection, connection.begin():
             if engine.dialect.name == "postgresql":

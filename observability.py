@@ -47,8 +47,9 @@ class Metrics:
         self.provider_seconds = prom.Histogram(
             "provider_latency_seconds", "Time a generation provider took, retries included.", ["kind", "provider"],
             buckets=PROVIDER_BUCKETS, registry=self.registry)
-        self.clipdrop_credits = prom.Gauge(
-            "clipdrop_credits_remaining", "Clipdrop credits left, as its last answer said.",
+        # Labelled, so the metric only appears once a provider has told us: never a made-up 0.
+        self.credits = prom.Gauge(
+            "provider_credits_remaining", "Credits left at a provider, as its last answer said.", ["provider"],
             multiprocess_mode="mostrecent", registry=self.registry)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
@@ -79,7 +80,7 @@ class Metrics:
         remaining_credits = getattr(clipdrop_gen, "remaining_credits", None)
         credits = remaining_credits() if remaining_credits is not None else None
         if credits is not None:
-            self.clipdrop_credits.set(credits)
+            self.credits.labels(clipdrop_gen.NAME).set(credits)
 
     def exposition(self) -> Response:
         """Every metric in Prometheus' text format; under gunicorn, added up over all workers."""
