@@ -46,6 +46,7 @@ class Settings:
     app_env: str = "development"
     web_concurrency: int | None = None
     worker_threads: int = 8
+    trusted_proxies: int = 0
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, object]) -> Settings:
@@ -112,6 +113,7 @@ class Settings:
             app_env=choice("APP_ENV", defaults.app_env, APP_ENVS),
             web_concurrency=int(number("WEB_CONCURRENCY", 0, int, 1)) or None,
             worker_threads=int(number("WORKER_THREADS", defaults.worker_threads, int, 1)),
+            trusted_proxies=int(number("TRUSTED_PROXIES", defaults.trusted_proxies, int, 0)),
         )
 
     @property

@@ -22,6 +22,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import migrate
 import observability
@@ -72,6 +73,8 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(config)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    if settings.trusted_proxies:  # the client address (rate limits) is what the proxies in front say it is
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     app.json.sort_keys = False
     engine = make_engine(settings.database_url)
     try:  # development upgrades the schema itself; production expects `alembic upgrade head` as a deploy step
@@ -86,7 +89,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["image_store"] = ImageStore(settings.image_dir)
     app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider)
 
-    CORS(app, origins=list(settings.cors_origins), expose_headers=["ETag", "Retry-After"])
+    CORS(app, origins=list(settings.cors_origins), expose_headers=["ETag", "Retry-After", "X-Request-ID"])
     app.register_blueprint(bp)
     limit_generation(app, settings)
     app.teardown_appcontext(close_session)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +31,13 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, count: int = 1) -> list[str]:
+        """The matches of `pattern` in the log, once there are `count` of them (or the start timeout has passed)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(found := re.findall(pattern, self.log())) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
 
     def tail(self, lines: int = 40) -> str:
         """The end of the server's log, for a failing assertion's message."""

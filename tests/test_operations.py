@@ -206,6 +206,26 @@ def test_production_warns_on_every_origin_and_per_worker_rate_counts(make_app, c
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
+def test_rate_limit_per_client_behind_a_trusted_proxy(make_app):
+    client = make_app(GENERATION_RATE_LIMIT="1/minute", TRUSTED_PROXIES="1").test_client()
+    first, second = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "203.0.113.8"}
+    assert client.post("/gen-achievement-image", headers=first).status_code == 400
+    assert client.post("/gen-achievement-image", headers=first).status_code == 429
+    assert client.post("/gen-achievement-image", headers=second).status_code == 400  # another client
+
+
+def test_forwarded_for_ignored_without_a_trusted_proxy(make_app):
+    """Otherwise any client could pick a new address per request and never be limited."""
+    client = make_app(GENERATION_RATE_LIMIT="1/minute").test_client()
+    assert client.post("/gen-achievement-image", headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 400
+    assert client.post("/gen-achievement-image", headers={"X-Forwarded-For": "203.0.113.8"}).status_code == 429
+
+
+def test_request_id_readable_by_browsers(client):
+    response = client.get("/view-all-achievement", headers={"Origin": "https://shop.example"})
+    assert "X-Request-ID" in response.headers["Access-Control-Expose-Headers"]
+
+
 # --- rate limits shared through Redis -------------------------------------------------------------
 
 

@@ -64,11 +64,10 @@ def test_python_main_serves_under_gunicorn(tmp_path, sqlite_url):
         assert response.status_code == 200
         assert response.headers["Server"].startswith("gunicorn")
         assert response.headers["X-Request-ID"] == "r-1"
+        assert len(server.wait_for_log(r"Booting worker with pid", 2)) == 2  # WEB_CONCURRENCY
         log = server.log()
     assert "Using worker: gthread" in log
-    assert len(re.findall(r"Booting worker with pid", log)) == 2  # WEB_CONCURRENCY
-    assert "method=GET path=/view-all-achievement status=200" in log
-    assert "request_id=r-1" in log
+    assert re.search(r"method=GET path=/view-all-achievement status=200 duration_ms=\S+ request_id=r-1", log)
 
 
 def test_python_main_with_flask_debug_runs_werkzeug(tmp_path, sqlite_url):
