@@ -49,6 +49,7 @@ logconfig_dict = {
 def on_starting(server) -> None:
     """In the master, before any worker: start the metrics afresh, and build the app once, so a bad setting,
     a production rule or an outdated database stops the server here, and development migrates once."""
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(path)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -29,6 +30,8 @@ class Metrics:
     def __init__(self) -> None:
         # prometheus_client picks in-process or multiprocess storage when first imported, from
         # PROMETHEUS_MULTIPROC_DIR: importing it here, in the worker, lets gunicorn.conf.py set that first.
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # empty means unset, as for every setting
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         import prometheus_client as prom
         from prometheus_client import values
 

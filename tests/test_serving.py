@@ -71,11 +71,13 @@ def test_python_main_serves_under_gunicorn(tmp_path, sqlite_url):
 
 
 def test_python_main_with_flask_debug_runs_werkzeug(tmp_path, sqlite_url):
-    env = server_env(tmp_path, sqlite_url, FLASK_DEBUG="1")
+    env = server_env(tmp_path, sqlite_url, FLASK_DEBUG="1", PROMETHEUS_MULTIPROC_DIR="")  # empty: unset
     with running(env, tmp_path) as server:
         response = requests.get(server.url("/view-all-achievement"), timeout=10)
         assert response.status_code == 200
         assert response.headers["Server"].startswith("Werkzeug")
+        metrics = requests.get(server.url("/metrics"), timeout=10).text
+        assert requests_total(metrics, "/view-all-achievement", "200") == 1
     assert "Restarting with" in server.log()  # the reloader's child serves
 
 
