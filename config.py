@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dotenv import load_dotenv
 
 from errors import ConfigError
 
@@ -20,9 +23,9 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 5000
-    database_url: str = "sqlite:///instance/app.db"
+    database_url: str = field(default="sqlite:///instance/app.db", repr=False)  # may hold a password
     image_dir: Path = Path("instance/images")
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ("*",)
     image_provider: str = "auto"
     text_provider: str = "auto"
@@ -39,8 +42,11 @@ class Settings:
     provider_cooldown_s: float = 30.0
     max_request_bytes: int = 1024 * 1024
     generation_rate_limit: str | None = None
-    ratelimit_storage_uri: str | None = None
+    ratelimit_storage_uri: str | None = field(default=None, repr=False)
     app_env: str = "development"
+    web_concurrency: int | None = None
+    worker_threads: int = 8
+    trusted_proxies: int = 0
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, object]) -> Settings:
@@ -105,6 +111,9 @@ class Settings:
             generation_rate_limit=_rate_limit(get("GENERATION_RATE_LIMIT")),
             ratelimit_storage_uri=get("RATELIMIT_STORAGE_URI"),
             app_env=choice("APP_ENV", defaults.app_env, APP_ENVS),
+            web_concurrency=int(number("WEB_CONCURRENCY", 0, int, 1)) or None,
+            worker_threads=int(number("WORKER_THREADS", defaults.worker_threads, int, 1)),
+            trusted_proxies=int(number("TRUSTED_PROXIES", defaults.trusted_proxies, int, 0)),
         )
         _check_keys(settings)
         return settings
@@ -124,6 +133,12 @@ def _check_keys(settings: Settings) -> None:
     for setting, chosen, provider, key_name, key in required:
         if chosen == provider and not key:
             raise ConfigError(f"{setting}={provider} needs {key_name} to be set")
+
+
+def from_environment() -> Settings:
+    """Settings from the environment, after reading `.env` in the working directory (the environment wins)."""
+    load_dotenv(Path.cwd() / ".env", override=False)
+    return Settings.from_mapping(os.environ)
 
 
 def _rate_limit(value: str | None) -> str | None:

@@ -6,26 +6,32 @@ import base64
 import hmac
 import logging
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from dotenv import load_dotenv
 from flask import Blueprint, Flask, current_app, g, jsonify, request, send_file
+from flask.helpers import get_debug_flag
 from flask_cors import CORS
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from gunicorn.app.base import Application
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+import migrate
+import observability
 import seed
 from api_docs import docs, load_openapi
 from config import Settings
 from errors import ApiError, NotFound, ProviderError
 from image_store import ImageStore
-from models import Achievement, Base, Storefront, User, UserAchievement, make_engine
+from models import Achievement, Storefront, User, UserAchievement, make_engine
 from params import (
     parse_day,
     parse_id,
@@ -63,22 +69,31 @@ def create_app(config: dict | None = None) -> Flask:
         raise SystemExit("APP_ENV=production needs ADMIN_TOKEN to be set")
     if settings.is_production and "*" in settings.cors_origins:
         log.warning("CORS_ORIGINS is '*' in production: every web origin may call this API")
+    if settings.is_production and settings.generation_rate_limit and not settings.ratelimit_storage_uri:
+        log.warning("GENERATION_RATE_LIMIT is counted per worker process: set RATELIMIT_STORAGE_URI to share it")
 
     # No static folder: the service has no static files, and the docs assets come from their package.
     app = Flask(__name__, static_folder=None)
     app.config.update(config)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    if settings.trusted_proxies:  # the client address (rate limits) is what the proxies in front say it is
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     app.json.sort_keys = False
     engine = make_engine(settings.database_url)
-    Base.metadata.create_all(engine)
+    try:  # development upgrades the schema itself; production expects `alembic upgrade head` as a deploy step
+        migrate.prepare(engine, upgrade_allowed=not settings.is_production)
+    except BaseException:
+        engine.dispose()
+        raise
+    metrics = observability.init_app(app)
     app.extensions["settings"] = settings
     app.extensions["engine"] = engine
     app.extensions["sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     app.extensions["image_store"] = ImageStore(settings.image_dir)
-    app.extensions["generator"] = Generator(settings)
+    app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider)
     app.extensions["openapi"] = load_openapi()
 
-    CORS(app, origins=list(settings.cors_origins), expose_headers=["ETag", "Retry-After"])
+    CORS(app, origins=list(settings.cors_origins), expose_headers=["ETag", "Retry-After", "X-Request-ID"])
     app.register_blueprint(bp)
     app.register_blueprint(docs)
     limit_generation(app, settings)
@@ -179,8 +194,11 @@ def require_admin() -> None:
         )
 
 
-def find_user(user_id: int) -> User:
-    user = get_session().get(User, user_id)
+def find_user(user_id: int, *, lock: bool = False) -> User:
+    """The user, or 404; `lock` holds the user's row until commit, so writes about one user take turns."""
+    # FOR NO KEY UPDATE (PostgreSQL; SQLite locks on write anyway): it still lets other requests insert rows
+    # that merely reference this user, such as an award.
+    user = get_session().get(User, user_id, with_for_update={"key_share": True} if lock else None)
     if user is None:
         raise NotFound(f"No user has id {user_id}.", code="user_not_found")
     return user
@@ -362,7 +380,7 @@ def add_achievement():
     """Award an achievement to a user; awarding it again changes nothing."""
     user_id = parse_id(param("user_id"), "user_id")
     achievement_id = parse_id(param("achievement_id"), "achievement_id")
-    find_user(user_id)
+    find_user(user_id, lock=True)  # after a concurrent assign of this user, not inside it
     find_achievement(achievement_id)
     session = get_session()
     if session.get(UserAchievement, (user_id, achievement_id)) is None:
@@ -423,7 +441,7 @@ def assign_achievements():
     user_id = parse_id(param("user_id"), "user_id")
     raw_list = param("achievement_list")
     ids = parse_id_list(raw_list, "achievement_list", from_query="achievement_list" in request.args)
-    find_user(user_id)
+    find_user(user_id, lock=True)  # concurrent assigns to one user then leave one of their sets, never a mix
     session = get_session()
     known = set(session.scalars(select(Achievement.id).where(Achievement.id.in_(ids)))) if ids else set()
     unknown = sorted(set(ids) - known)
@@ -464,7 +482,75 @@ def seed_random():
     return jsonify({"message": "Database seeded with fake data", **counts}), 201
 
 
-if __name__ == "__main__":
+# --- operations -----------------------------------------------------------------------------------
+
+
+@bp.get("/healthz")
+def check_health():
+    """Whether the database answers and the image folder takes files, and which providers serve."""
+    checks = {"database": database_status(), "image_dir": image_dir_status()}
+    providers = {"image": [provider.NAME for provider in generator().image_chain],
+                 "text": generator().text_provider.NAME}
+    failed = [name for name, status in checks.items() if status != "ok"]
+    if failed:
+        return jsonify({"error": f"Not ready: {', '.join(failed)}.", "code": "unhealthy", "status": "unavailable",
+                        "checks": checks, "providers": providers}), 503
+    return jsonify({"status": "ok", "checks": checks, "providers": providers})
+
+
+def database_status() -> str:
+    try:
+        with current_app.extensions["engine"].connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as error:
+        log.warning("health check: database unreachable (%s)", type(error).__name__)
+        return "unreachable"
+    return "ok"
+
+
+def image_dir_status() -> str:
+    try:
+        with tempfile.TemporaryFile(dir=image_store().root, prefix=".healthz-") as probe:
+            probe.write(b"ok")
+    except OSError as error:
+        log.warning("health check: image folder not writable (%s)", type(error).__name__)
+        return "not_writable"
+    return "ok"
+
+
+@bp.get("/metrics")
+def export_metrics():
+    """Prometheus metrics: requests, latencies, generations, Clipdrop credits."""
+    return current_app.extensions["metrics"].exposition()
+
+
+# --- serving --------------------------------------------------------------------------------------
+
+GUNICORN_CONF = Path(__file__).resolve().with_name("gunicorn.conf.py")
+
+
+class GunicornServer(Application):
+    """The app under gunicorn with gunicorn.conf.py, configured in code: it never reads the command line."""
+
+    def load_config(self) -> None:
+        self.load_config_from_file(str(GUNICORN_CONF))
+
+    def load(self) -> Flask:
+        return create_app()
+
+
+def serve() -> None:
+    """`python main.py`: gunicorn, or with FLASK_DEBUG=1 Werkzeug's development server and its reloader."""
+    load_dotenv(Path.cwd() / ".env", override=False)
+    if not get_debug_flag():
+        GunicornServer().run()
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # chatty at every start; migrate.py says when it upgrades
     app = create_app()
     app_settings = app.extensions["settings"]
-    app.run(host=app_settings.host, port=app_settings.port)
+    app.run(host=app_settings.host, port=app_settings.port, debug=True, use_reloader=True)
+
+
+if __name__ == "__main__":
+    serve()

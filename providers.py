@@ -14,6 +14,8 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from types import ModuleType
@@ -128,8 +130,10 @@ class Cooldown:
 class Generator:
     """The providers chosen by the settings, and how a request moves through them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 watch: Callable[[str, str], AbstractContextManager] | None = None) -> None:
         self.settings = settings
+        self.watch = watch or (lambda _kind, _provider: nullcontext())  # metrics: observability.watch_provider
         self.cooldown = Cooldown(settings.provider_cooldown_s)
         self.image_chain = image_chain(settings)
         self.text_provider = text_provider(settings)
@@ -141,8 +145,9 @@ class Generator:
         last_error: ProviderError | None = None
         for provider in ready + cooling:
             try:
-                raw = provider.generate_image(spec, self.settings)
-                return GeneratedImage(to_png(raw, spec, provider.NAME), spec.width, spec.height, provider.NAME)
+                with self.watch("image", provider.NAME):
+                    png = to_png(provider.generate_image(spec, self.settings), spec, provider.NAME)
+                return GeneratedImage(png, spec.width, spec.height, provider.NAME)
             except ContentRejected:
                 raise
             except ProviderError as error:
@@ -155,7 +160,8 @@ class Generator:
 
     def write_achievement(self, day: date, product: str) -> AchievementDraft:
         """Ask the text provider for an achievement tied to the celebration nearest `day`."""
-        return self.text_provider.write_achievement(day, product, self.settings)
+        with self.watch("text", self.text_provider.NAME):
+            return self.text_provider.write_achievement(day, product, self.settings)
 
 
 def image_chain(settings: Settings) -> list[ModuleType]:

@@ -11,10 +11,11 @@ from faker import Faker
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+import migrate
 from config import Settings
 from errors import InvalidParameter
 from image_store import ImageStore
-from models import Achievement, Base, Storefront, User
+from models import Achievement, Storefront, User
 from providers import AchievementDraft, Generator, badge_spec, storefront_spec
 
 SPECIFIC_RECOMMENDATIONS = [
@@ -127,8 +128,8 @@ def register_commands(app) -> None:
 
     @app.cli.command("init-db")
     def init_db() -> None:
-        """Create the database tables."""
-        Base.metadata.create_all(app.extensions["engine"])
+        """Upgrade the database to the latest migration."""
+        migrate.upgrade(app.extensions["settings"].database_url)
         click.echo("Database ready.")
 
     @app.cli.command("seed-specific")

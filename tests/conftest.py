@@ -1,14 +1,26 @@
-"""Shared fixtures: an app on a temporary database and image folder, with no real provider keys."""
+"""Shared fixtures: an app on a temporary database and image folder, with no real provider keys.
+
+Every test that uses `database_url` runs twice: on SQLite, and on PostgreSQL when TEST_DATABASE_URL is set
+(in a schema of this run's own, emptied before each test and dropped at the end).
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 from PIL import Image
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.pool import NullPool
 
+import migrate
 from config import Settings
 from main import create_app
 
@@ -18,7 +30,10 @@ SETTING_NAMES = [
     "CLIPDROP_API_KEY", "CLIPDROP_API_URL", "STABILITY_API_KEY", "STABILITY_API_HOST", "STABILITY_ENGINE",
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "PROVIDER_TIMEOUT_S", "PROVIDER_RETRIES",
     "PROVIDER_COOLDOWN_S", "MAX_REQUEST_BYTES", "GENERATION_RATE_LIMIT", "RATELIMIT_STORAGE_URI", "APP_ENV",
+    "WEB_CONCURRENCY", "WORKER_THREADS", "TRUSTED_PROXIES", "PROMETHEUS_MULTIPROC_DIR", "FLASK_DEBUG",
 ]
+# Children first, so TRUNCATE's CASCADE has nothing left to find.
+TABLES = ("user_achievements", "storefronts", "achievements", "users")
 
 
 class BufferedClient(FlaskClient):
@@ -35,23 +50,91 @@ def clean_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-def database_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'app.db'}"
+NO_POSTGRES = "TEST_DATABASE_URL is not set: the PostgreSQL variant does not run"
+# A skip mark rather than a skip inside the fixture, so pytest folds the report into one line per file.
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skip(reason=NO_POSTGRES))
+             if not os.environ.get("TEST_DATABASE_URL") else "postgresql"]
+
+
+def postgres_base_url() -> str:
+    """TEST_DATABASE_URL, or a skip that says it is not set."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        pytest.skip(NO_POSTGRES)
+    return url
+
+
+@contextmanager
+def postgres_schema(base_url: str) -> Iterator[str]:
+    """A new, empty schema on `base_url`, as a URL whose connections use it; dropped afterwards."""
+    schema = f"test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(base_url, poolclass=NullPool)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """An SQLite database at the latest migration, made once and copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "app.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """This run's schema on TEST_DATABASE_URL, at the latest migration."""
+    with postgres_schema(postgres_base_url()) as url:
+        migrate.upgrade(url)
+        yield url
+
+
+def empty_tables(url: str) -> None:
+    """Delete every row and restart the ids, so each test starts from id 1 as on a new database."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("SET LOCAL lock_timeout = '10s'")  # a leaked transaction fails, not hangs
+            connection.exec_driver_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path) -> str:
+    """This test's database: a fresh SQLite file, or this run's PostgreSQL schema emptied."""
+    if request.param == "sqlite":
+        path = tmp_path / "app.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_url")
+    empty_tables(url)
+    return url
 
 
 @pytest.fixture
 def make_app(tmp_path, database_url):
     """Build an app on this test's database and image folder; keyword arguments override settings."""
+    built = []
 
     def build(**overrides):
         config = {"TESTING": True, "DATABASE_URL": database_url, "IMAGE_DIR": str(tmp_path / "images")}
         config.update(overrides)
         app = create_app(config)
         app.test_client_class = BufferedClient
+        built.append(app)
         return app
 
-    return build
+    yield build
+    for app in built:  # PostgreSQL keeps a connection per pooled slot: give them back
+        app.extensions["engine"].dispose()
 
 
 @pytest.fixture

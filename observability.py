@@ -1,0 +1,127 @@
+"""Operations plumbing: a request id and a log line per request, and Prometheus metrics that add up across workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import quote
+
+from flask import Flask, Response, g, request
+
+import clipdrop_gen
+from errors import ContentRejected, ProviderBusy
+
+log = logging.getLogger("futurepast.requests")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's request id is kept when it is this safe to echo and to log; otherwise the service makes one.
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+PROVIDER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The service's metrics: in this process, or under gunicorn in files that every worker writes."""
+
+    def __init__(self) -> None:
+        # prometheus_client picks in-process or multiprocess storage when first imported, from
+        # PROMETHEUS_MULTIPROC_DIR: importing it here, in the worker, lets gunicorn.conf.py set that first.
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # empty means unset, as for every setting
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        import prometheus_client as prom
+        from prometheus_client import values
+
+        self.prom = prom
+        self.multiprocess = values.ValueClass is not values.MutexValue
+        self.registry = prom.CollectorRegistry()
+        self.requests = prom.Counter(
+            "http_requests", "Requests answered, by route and status.", ["method", "route", "status"],
+            registry=self.registry)
+        self.request_seconds = prom.Histogram(
+            "http_request_duration_seconds", "Time to answer a request, by route.", ["method", "route"],
+            registry=self.registry)
+        self.generations = prom.Counter(
+            "generations", "Calls to generation providers, by kind, provider and outcome.",
+            ["kind", "provider", "outcome"], registry=self.registry)
+        self.provider_seconds = prom.Histogram(
+            "provider_latency_seconds", "Time a generation provider took, retries included.", ["kind", "provider"],
+            buckets=PROVIDER_BUCKETS, registry=self.registry)
+        # Labelled, so the metric only appears once a provider has told us: never a made-up 0.
+        self.credits = prom.Gauge(
+            "provider_credits_remaining", "Credits left at a provider, as its last answer said.", ["provider"],
+            multiprocess_mode="mostrecent", registry=self.registry)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(request.method, route, str(status)).inc()
+        self.request_seconds.labels(request.method, route).observe(seconds)
+
+    @contextmanager
+    def watch_provider(self, kind: str, provider: str) -> Iterator[None]:
+        """Count one provider call by its outcome and time it."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            yield
+            outcome = "ok"
+        except ContentRejected:
+            outcome = "rejected"
+            raise
+        except ProviderBusy:
+            outcome = "busy"
+            raise
+        finally:
+            self.generations.labels(kind, provider, outcome).inc()
+            self.provider_seconds.labels(kind, provider).observe(time.perf_counter() - started)
+            if provider == clipdrop_gen.NAME:
+                self.record_clipdrop_credits()
+
+    def record_clipdrop_credits(self) -> None:
+        remaining_credits = getattr(clipdrop_gen, "remaining_credits", None)
+        credits = remaining_credits() if remaining_credits is not None else None
+        if credits is not None:
+            self.credits.labels(clipdrop_gen.NAME).set(credits)
+
+    def exposition(self) -> Response:
+        """Every metric in Prometheus' text format; under gunicorn, added up over all workers."""
+        registry = self.registry
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = self.prom.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(self.prom.generate_latest(registry), mimetype=self.prom.CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> Metrics:
+    """Give every request an id, a log line and its metrics; register this first so nothing escapes it."""
+    metrics = Metrics()
+    app.extensions["metrics"] = metrics
+
+    @app.before_request
+    def start_request() -> None:
+        g.request_started = time.perf_counter()
+        g.request_id = request_id()
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
+        rid = g.get("request_id") or request_id()
+        response.headers[REQUEST_ID_HEADER] = rid
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.observe_request(route, response.status_code, seconds)
+        # The path only: a query string is the client's data, and the log never needs it.
+        log.info("method=%s path=%s status=%d duration_ms=%.1f request_id=%s",
+                 request.method, quote(request.path, safe="/-._~"), response.status_code, seconds * 1000, rid)
+        return response
+
+    return metrics
+
+
+def request_id() -> str:
+    """The client's `X-Request-ID` when it is safe to echo, else a new one."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex

@@ -1,0 +1,107 @@
+"""Run the service for real, as `python main.py` or gunicorn, on a free loopback port, for tests that need processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 60
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, count: int = 1) -> list[str]:
+        """The matches of `pattern` in the log, once there are `count` of them (or the start timeout has passed)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(found := re.findall(pattern, self.log())) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of the server's log, for a failing assertion's message."""
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_env(folder: Path, database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a server on `database_url` with its images in `folder`, and nothing of the caller's."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("TEST_", "PROMETHEUS_"))}
+    env.update({"DATABASE_URL": database_url, "IMAGE_DIR": str(folder / "images"), "HOST": "127.0.0.1",
+                "PORT": str(free_port()), "PYTHONPATH": str(REPO), "WEB_CONCURRENCY": "2", "WORKER_THREADS": "4"})
+    env.update(settings)
+    return env
+
+
+def start(command: list[str], env: dict[str, str], folder: Path) -> tuple[subprocess.Popen, Path]:
+    """Start `command` in its own process group in `folder` (so a developer's `.env` stays out), logging to a file."""
+    log_path = folder / f"server-{env['PORT']}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    return process, log_path
+
+
+@contextmanager
+def running(env: dict[str, str], folder: Path, command: list[str] | None = None) -> Iterator[Server]:
+    """The service started with `command` (default `python main.py`), ready to answer, stopped afterwards."""
+    command = command or [sys.executable, str(REPO / "main.py")]
+    process, log_path = start(command, env, folder)
+    server = Server(f"http://127.0.0.1:{env['PORT']}", process, log_path)
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        stop(process)
+
+
+def wait_until_ready(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"the server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if requests.get(server.url("/healthz"), timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the server did not answer within {START_TIMEOUT_S} s:\n{server.log()}")
+
+
+def stop(process: subprocess.Popen) -> int:
+    """Stop the server we started, gracefully (SIGTERM to its process group), and return its exit status."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode

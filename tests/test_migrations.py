@@ -1,0 +1,144 @@
+"""Alembic migrations: they build exactly the models' schema, start-up applies them, and racing processes agree."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.pool import NullPool
+
+import migrate
+from conftest import DATABASES, postgres_base_url, postgres_schema
+from main import create_app
+from models import Base, make_engine
+from serving import REPO
+
+
+@pytest.fixture(params=DATABASES)
+def empty_database(request, tmp_path) -> Iterator[str]:
+    """The URL of a database with no table at all."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        with postgres_schema(postgres_base_url()) as url:
+            yield url
+
+
+def schema_differences(url: str) -> list:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_builds_the_models_schema(empty_database):
+    migrate.upgrade(empty_database)
+    assert schema_differences(empty_database) == []
+    engine = make_engine(empty_database)
+    try:
+        assert migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_an_empty_database_differs_from_the_models(empty_database):
+    """The comparison above would see a missing table (so it can fail)."""
+    assert schema_differences(empty_database)
+
+
+def test_sqlite_tables_are_those_create_all_makes(tmp_path):
+    """Same DDL, word for word: AUTOINCREMENT included, so SQLite never reuses a deleted id."""
+    migrate.upgrade(f"sqlite:///{tmp_path / 'migrated.db'}")
+    created = create_engine(f"sqlite:///{tmp_path / 'created.db'}")
+    Base.metadata.create_all(created)
+    created.dispose()
+
+    def ddl(name: str) -> dict[str, str]:
+        with sqlite3.connect(tmp_path / name) as connection:
+            rows = connection.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version'")
+            return {row_name: " ".join((sql or "").split()) for row_name, sql in rows}
+
+    migrated, expected = ddl("migrated.db"), ddl("created.db")
+    assert migrated == expected
+    assert "AUTOINCREMENT" in migrated["users"]
+
+
+def test_downgrade_to_base_and_back(tmp_path):
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    migrate.upgrade(url)
+    command.downgrade(migrate.alembic_config(url), "base")
+    engine = make_engine(url)
+    try:
+        assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+        migrate.upgrade(url)
+        assert {"users", "storefronts", "achievements", "user_achievements"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_development_start_up_upgrades(empty_database, tmp_path):
+    app = create_app({"TESTING": True, "DATABASE_URL": empty_database, "IMAGE_DIR": str(tmp_path / "images")})
+    try:
+        assert migrate.current_revision(app.extensions["engine"]) == migrate.head_revision()
+        assert app.test_client().post("/seed-specific").status_code == 201
+    finally:
+        app.extensions["engine"].dispose()
+
+
+def test_production_refuses_a_database_behind_the_code(empty_database, tmp_path):
+    config = {"TESTING": True, "APP_ENV": "production", "ADMIN_TOKEN": "t", "CORS_ORIGINS": "https://shop.example",
+              "DATABASE_URL": empty_database, "IMAGE_DIR": str(tmp_path / "images")}
+    with pytest.raises(SystemExit, match="alembic upgrade head"):
+        create_app(config)
+    assert schema_differences(empty_database)  # production start-up never changes the schema itself
+
+    migrate.upgrade(empty_database)
+    app = create_app(config)
+    app.extensions["engine"].dispose()
+
+
+def advisory_lock_waiters(url: str) -> int:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+    finally:
+        engine.dispose()
+
+
+def test_alembic_command_line_from_many_processes_at_once(empty_database, tmp_path):
+    """The README's `alembic upgrade head`, by three processes that wait together: all succeed, one migrates."""
+    env = {"DATABASE_URL": empty_database, "PATH": os.environ["PATH"]}
+    command_line = [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "upgrade", "head"]
+    with migrate.locked_connection(empty_database):  # hold the lock until all three are queued behind it
+        processes = [subprocess.Popen(command_line, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+        seen = ["".join(iter_until(process.stdout, "taking the migration lock")) for process in processes]
+        if empty_database.startswith("postgresql"):
+            deadline = time.monotonic() + 60
+            while advisory_lock_waiters(empty_database) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert advisory_lock_waiters(empty_database) == 3
+    outputs = [before + process.communicate(timeout=120)[0] for before, process in zip(seen, processes, strict=True)]
+    assert [process.returncode for process in processes] == [0] * 3, outputs
+    assert sum("Running upgrade  -> 0001" in output for output in outputs) == 1, outputs
+    assert schema_differences(empty_database) == []
+
+
+def iter_until(stream, marker: str) -> Iterator[str]:
+    """The lines of `stream` up to and including the first that holds `marker`."""
+    for line in stream:
+        yield line
+        if marker in line:
+            return

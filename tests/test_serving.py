@@ -1,0 +1,124 @@
+"""Serving for real: gunicorn.conf.py, `python main.py` under gunicorn or Werkzeug, metrics summed over workers."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from gunicorn.config import Config
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving import REPO, running, server_env
+
+
+@pytest.fixture
+def sqlite_url(tmp_path, sqlite_template) -> str:
+    path = tmp_path / "app.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def gunicorn_config(monkeypatch, tmp_path, **settings: str) -> Config:
+    """gunicorn.conf.py as gunicorn loads it, under these settings."""
+    monkeypatch.chdir(tmp_path)  # no developer's .env
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.delenv("SENDFILE", raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    config = Config()
+    for name, value in runpy.run_path(str(REPO / "gunicorn.conf.py")).items():
+        if name in config.settings:
+            config.set(name, value)
+    return config
+
+
+def test_gunicorn_config_suits_long_generation_calls(monkeypatch, tmp_path):
+    config = gunicorn_config(monkeypatch, tmp_path, HOST="0.0.0.0", PORT="8080", WEB_CONCURRENCY="3",
+                             WORKER_THREADS="6", PROVIDER_TIMEOUT_S="60", PROVIDER_RETRIES="3")
+    assert config.bind == ["0.0.0.0:8080"]
+    assert config.worker_class_str == "gthread"
+    assert (config.workers, config.threads) == (3, 6)
+    provider_deadline = 60 * (3 + 1)  # one provider with every retry spent
+    assert config.timeout > provider_deadline
+    assert config.graceful_timeout >= config.timeout
+    assert config.sendfile is True
+    assert config.preload_app is False  # workers import prometheus_client after the master set its folder
+
+
+def test_gunicorn_timeouts_follow_the_provider_settings(monkeypatch, tmp_path):
+    short = gunicorn_config(monkeypatch, tmp_path, PROVIDER_TIMEOUT_S="5", PROVIDER_RETRIES="0")
+    long = gunicorn_config(monkeypatch, tmp_path, PROVIDER_TIMEOUT_S="120", PROVIDER_RETRIES="5")
+    assert short.timeout < long.timeout
+    assert long.timeout > 120 * 6
+
+
+def test_python_main_serves_under_gunicorn(tmp_path, sqlite_url):
+    with running(server_env(tmp_path, sqlite_url), tmp_path) as server:
+        response = requests.get(server.url("/view-all-achievement"), headers={"X-Request-ID": "r-1"}, timeout=10)
+        assert response.status_code == 200
+        assert response.headers["Server"].startswith("gunicorn")
+        assert response.headers["X-Request-ID"] == "r-1"
+        assert len(server.wait_for_log(r"Booting worker with pid", 2)) == 2  # WEB_CONCURRENCY
+        log = server.log()
+    assert "Using worker: gthread" in log
+    assert re.search(r"method=GET path=/view-all-achievement status=200 duration_ms=\S+ request_id=r-1", log)
+
+
+def test_python_main_with_flask_debug_runs_werkzeug(tmp_path, sqlite_url):
+    env = server_env(tmp_path, sqlite_url, FLASK_DEBUG="1", PROMETHEUS_MULTIPROC_DIR="")  # empty: unset
+    with running(env, tmp_path) as server:
+        response = requests.get(server.url("/view-all-achievement"), timeout=10)
+        assert response.status_code == 200
+        assert response.headers["Server"].startswith("Werkzeug")
+        metrics = requests.get(server.url("/metrics"), timeout=10).text
+        assert requests_total(metrics, "/view-all-achievement", "200") == 1
+    assert "Restarting with" in server.log()  # the reloader's child serves
+
+
+def test_production_refuses_to_start_on_an_empty_database(tmp_path):
+    env = server_env(tmp_path, f"sqlite:///{tmp_path / 'empty.db'}", APP_ENV="production", ADMIN_TOKEN="t")
+    result = subprocess.run([sys.executable, str(REPO / "main.py")], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "alembic upgrade head" in result.stderr
+
+
+def test_metrics_add_up_over_workers(tmp_path, sqlite_url):
+    metrics_dir = tmp_path / "futurepast-metrics-test"  # the prefix gunicorn.conf.py removes on exit
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"left over from a previous run")
+    env = server_env(tmp_path, sqlite_url, WEB_CONCURRENCY="3", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    with running(env, tmp_path) as server:
+        user_id = requests.post(server.url("/seed-specific"), timeout=30).json()["users"][0]["id"]
+        url = server.url(f"/get-recommendations?user_id={user_id}")
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            statuses = list(pool.map(lambda _: requests.get(url, timeout=30).status_code, range(60)))
+        assert statuses == [200] * 60
+        served_by = set(re.findall(r"\[(\d+)\] \[INFO\] method=GET path=/get-recommendations", server.log()))
+        assert len(served_by) > 1, "one worker served everything: the sum over workers went untested"
+        for _ in range(6):  # whichever worker answers, it reports every worker's count
+            body = requests.get(server.url("/metrics"), timeout=10).text
+            assert requests_total(body, "/get-recommendations", "200") == 60
+    assert not metrics_dir.exists()
+
+
+def requests_total(body: str, route: str, status: str) -> float:
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "http_requests_total" and sample.labels == {"method": "GET", "route": route,
+                                                                          "status": status}:
+                return sample.value
+    return 0.0
+
+
+def test_readme_gunicorn_command(tmp_path, sqlite_url):
+    """`gunicorn -c gunicorn.conf.py 'main:create_app()'`, as the README's deployment guide says."""
+    command = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), "main:create_app()"]
+    with running(server_env(tmp_path, sqlite_url), tmp_path, command) as server:
+        assert requests.get(server.url("/healthz"), timeout=10).json()["status"] == "ok"
