@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import responses
 from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy import create_engine, make_url
@@ -178,3 +179,24 @@ def count_rows(app, model) -> int:
 
     with app.extensions["sessionmaker"]() as session:
         return session.scalar(select(func.count()).select_from(model))
+
+
+@pytest.fixture
+def http():
+    """Every `requests` call of the test goes to mocks registered here; an unused mock fails the test."""
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+def generate(client, user_id, theme="tech"):
+    """POST /gen-new-storefront-images for one user and theme."""
+    return client.post(f"/gen-new-storefront-images?user_id={user_id}&shop_theme={theme}")
+
+
+def assert_nothing_saved(app):
+    """No storefront or achievement row, and no image file."""
+    from models import Achievement, Storefront
+
+    assert count_rows(app, Storefront) == 0
+    assert count_rows(app, Achievement) == 0
+    assert image_files(app) == set()

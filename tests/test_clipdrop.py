@@ -10,15 +10,9 @@ import requests
 import responses
 
 import clipdrop_gen
-from conftest import count_rows, image_files, png_size
+from conftest import assert_nothing_saved, count_rows, generate, png_size
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, form_fields, image_bytes, png_text
-from models import Achievement, Storefront
-
-
-@pytest.fixture
-def http():
-    with responses.RequestsMock() as mock:
-        yield mock
+from models import Storefront
 
 
 @pytest.fixture
@@ -29,16 +23,6 @@ def client(make_app):
 @pytest.fixture
 def app(client):
     return client.application
-
-
-def generate(client, user_id, theme="tech"):
-    return client.post(f"/gen-new-storefront-images?user_id={user_id}&shop_theme={theme}")
-
-
-def assert_nothing_saved(app):
-    assert count_rows(app, Storefront) == 0
-    assert count_rows(app, Achievement) == 0
-    assert image_files(app) == set()
 
 
 def test_storefront_from_clipdrop(client, app, users, http):

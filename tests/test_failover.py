@@ -10,19 +10,13 @@ import requests
 import responses
 from sqlalchemy import event
 
-from conftest import count_rows, image_files
+from conftest import assert_nothing_saved, count_rows, image_files
 from errors import ConfigError
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, STABILITY_CORE_URL, STABILITY_KEY, form_fields, image_bytes, png_text
 from models import Storefront
 
 PNG = {"body": image_bytes(), "content_type": "image/png"}
 MODERATED = {"status": 403, "json": {"id": "1", "name": "content_moderation", "errors": ["flagged"]}}
-
-
-@pytest.fixture
-def http():
-    with responses.RequestsMock() as mock:
-        yield mock
 
 
 @pytest.fixture
@@ -48,11 +42,6 @@ def generate(client, theme="tech", user=0):
 
 def stored_provider(client, response) -> str:
     return png_text(client.get(response.get_json()["storefronts"][0]["image_url"]).data)["provider"]
-
-
-def assert_nothing_saved(client):
-    assert count_rows(client.application, Storefront) == 0
-    assert image_files(client.application) == set()
 
 
 def failing(status=500):
@@ -140,7 +129,7 @@ def test_a_named_provider_never_fails_over(make_client, http):
     assert response.status_code == 502
     assert (response.get_json()["code"], response.get_json()["provider"]) == ("provider_error", "clipdrop")
     assert len(http.calls) == clipdrop.call_count == 4
-    assert_nothing_saved(client)
+    assert_nothing_saved(client.application)
 
 
 def test_only_the_stability_key_uses_stability(make_app, http):
@@ -164,7 +153,7 @@ def test_exhausted_chain_answers_for_the_last_provider(make_client, http, clipdr
     assert response.status_code == status
     assert (response.get_json()["code"], response.get_json()["provider"]) == (code, "stability")
     assert ("Retry-After" in response.headers) == (status == 503)
-    assert_nothing_saved(client)
+    assert_nothing_saved(client.application)
 
 
 def by_theme(replies: dict):
@@ -211,7 +200,7 @@ def test_all_themes_failing(make_client, http, replies, status, code):
     response = generate(client, "all")
     assert response.status_code == status
     assert (response.get_json()["code"], response.get_json()["provider"]) == (code, "stability")
-    assert_nothing_saved(client)
+    assert_nothing_saved(client.application)
 
 
 def test_themes_are_generated_concurrently(make_client, http):
@@ -247,7 +236,7 @@ def test_a_failed_database_write_removes_the_new_files(make_client, http):
         event.remove(engine, "before_cursor_execute", refuse_storefronts)
     assert response.status_code == 500
     assert response.get_json()["code"] == "internal_error"
-    assert_nothing_saved(client)
+    assert_nothing_saved(client.application)
     assert len(http.calls) == 3  # the pictures were made, then thrown away with the rows
 
 

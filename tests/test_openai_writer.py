@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import count_rows, image_files
+from conftest import assert_nothing_saved, count_rows
 from fakes import OPENAI_KEY, png_text
 from models import Achievement
 
@@ -111,11 +111,6 @@ def client(make_client):
 
 def generate(client, date="31 Oct", product="soju"):
     return client.post("/gen-achievement-image", query_string={"date": date, "product": product})
-
-
-def assert_nothing_saved(app):
-    assert count_rows(app, Achievement) == 0
-    assert image_files(app) == set()
 
 
 def test_achievement_from_openai(client, stub):

@@ -6,15 +6,9 @@ import pytest
 import requests
 import responses
 
-from conftest import count_rows, image_files, png_size
+from conftest import assert_nothing_saved, count_rows, generate, png_size
 from fakes import STABILITY_CORE_URL, STABILITY_KEY, form_fields, image_bytes, png_text
-from models import Achievement, Storefront
-
-
-@pytest.fixture
-def http():
-    with responses.RequestsMock() as mock:
-        yield mock
+from models import Storefront
 
 
 @pytest.fixture
@@ -25,16 +19,6 @@ def client(make_app):
 @pytest.fixture
 def app(client):
     return client.application
-
-
-def generate(client, user_id, theme="tech"):
-    return client.post(f"/gen-new-storefront-images?user_id={user_id}&shop_theme={theme}")
-
-
-def assert_nothing_saved(app):
-    assert count_rows(app, Storefront) == 0
-    assert count_rows(app, Achievement) == 0
-    assert image_files(app) == set()
 
 
 def test_storefront_from_stability_core(client, app, users, http):

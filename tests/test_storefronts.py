@@ -7,12 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from conftest import count_rows, image_files, png_size
+from conftest import count_rows, generate, image_files, png_size
 from models import Storefront
-
-
-def generate(client, user_id, theme):
-    return client.post(f"/gen-new-storefront-images?user_id={user_id}&shop_theme={theme}")
 
 
 def test_generate_one_theme(client, app, users):
