@@ -364,13 +364,14 @@ def list_achievements():
     """Every achievement, by id, optionally paged with `limit` and `offset`."""
     limit = param("limit")
     offset = param("offset")
-    query = select(Achievement).order_by(Achievement.id)
+    # Plain rows, not ORM objects: building 10,000 objects took most of the time (see README, Benchmarks).
+    query = select(*Achievement.listed_columns()).order_by(Achievement.id)
     if limit is not None:
         query = query.limit(parse_int(limit, "limit", 1, 1000))
     if offset is not None:
         query = query.offset(parse_int(offset, "offset", 0))
-    achievements = get_session().scalars(query)
-    return jsonify({"achievements": [achievement.to_dict() for achievement in achievements]})
+    rows = get_session().execute(query)
+    return jsonify({"achievements": [Achievement.as_dict(*row) for row in rows]})
 
 
 def no_image(achievement: Achievement) -> NotFound:
