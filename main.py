@@ -211,8 +211,7 @@ def send_png(sha256: str | None, not_found: Callable[[], NotFound]):
                                               direct_passthrough=True)
         response.content_length = os.fstat(file.fileno()).st_size
     response.set_etag(sha256)
-    response.cache_control.public = True
-    response.cache_control.max_age = IMAGE_MAX_AGE_S
+    response.headers["Cache-Control"] = f"public, max-age={IMAGE_MAX_AGE_S}"
     return response
 
 
