@@ -54,6 +54,10 @@ ADMIN_TOKEN = "bench-admin-token"
 REQUEST_TIMEOUT_S = 60
 
 
+# Without generation there is no vendor-sized PNG: rows measured on small seeded ones are not held to the target.
+NOT_COMPARABLE = "n/a"
+
+
 class ScenarioError(Exception):
     """A scenario could not be measured (the service answered an error, a tool is missing...)."""
 
@@ -196,7 +200,9 @@ def server_command(port: int) -> list[str]:
     bind = ["--bind", f"127.0.0.1:{port}"]  # on the command line it wins over the config file
     if (ROOT / "gunicorn.conf.py").is_file():
         return [*gunicorn, "-c", "gunicorn.conf.py", *bind, "main:create_app()"]
-    return [*gunicorn, "--workers", "2", "--threads", "8", *bind, "main:create_app()"]
+    # Until the production config exists. --reuse-port gives each worker its own listening socket, so the kernel
+    # spreads keep-alive clients over the workers instead of the first awake worker taking most (see README).
+    return [*gunicorn, "--workers", "2", "--threads", "8", "--reuse-port", *bind, "main:create_app()"]
 
 
 def database_command() -> list[str]:
@@ -477,7 +483,7 @@ def storefront_owner(service: Service, made: dict) -> tuple[int, str]:
     connection.close()
     if found is None:
         raise ScenarioError("no user has 3 storefronts")
-    return found[0], "3 seeded local PNGs (generation failed)"
+    return found[0], "3 seeded local PNGs, as generation failed (the target is for vendor-sized PNGs)"
 
 
 def scenario_storefront_list(service: Service, made: dict) -> Row:
@@ -493,7 +499,7 @@ def scenario_storefront_list(service: Service, made: dict) -> Row:
         size = sum(len(base64.b64decode(item["storefront_image_binary"])) for item in images)
         times.append(seconds)
     figure = statistics.median(times[1:])
-    row.figure, row.met = ms(figure), verdict(figure <= 0.040)
+    row.figure, row.met = ms(figure), verdict(figure <= 0.040) if made else NOT_COMPARABLE
     row.note = f"{what}, {size / 1e6:.2f} MB of PNG in all"
     return row
 
@@ -505,7 +511,7 @@ def png_to_serve(service: Service, made: dict) -> tuple[str, str]:
         return storefront["image_url"], "vendor-stub storefront"
     user_id, _what = storefront_owner(service, made)
     storefront = expect(service.get(f"/get-all-user-storefront-image?user_id={user_id}"), 200)["storefronts"][0]
-    return storefront["image_url"], "seeded local storefront (generation failed)"
+    return storefront["image_url"], "seeded local storefront, as generation failed (the target is for ~1 MB)"
 
 
 def scenario_png_serving(service: Service, made: dict) -> list[Row]:
@@ -549,6 +555,8 @@ def scenario_png_serving(service: Service, made: dict) -> list[Row]:
     cached.figure, cached.reference = f"{rate_304:,.0f} req/s", f"{rate:,.0f} req/s (full GET)"
     cached.ratio, cached.met = f"{speedup:.2f}x", verdict(speedup >= 1.5)
     cached.note = f"server CPU per request {median(cached_loads, 'cpu_ms'):.2f} ms"
+    if not made:
+        full.met = cached.met = NOT_COMPARABLE
     return [full, cached]
 
 
