@@ -597,8 +597,12 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out + ([""] + notes if notes else []))
 
 
+class DeadlineReached(BaseException):
+    """Raised by the alarm: not an Exception, so no scenario's error handling can swallow it."""
+
+
 def on_deadline(_signum, _frame):
-    raise TimeoutError(f"the benchmark hit its {DEADLINE_S}s deadline")
+    raise DeadlineReached(f"the benchmark hit its {DEADLINE_S}s deadline")
 
 
 def main() -> int:
@@ -629,6 +633,8 @@ def main() -> int:
         guarded(rows, "GET stored PNG", lambda: scenario_png_serving(service, made))
         service.stop()
         guarded(rows, "local renderer", scenario_renderer)
+    except DeadlineReached as stop:
+        rows.append(Row("the rest of the run", figure="error", met="error", note=str(stop)))
     finally:
         signal.alarm(0)
         if service is not None:
