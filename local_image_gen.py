@@ -115,10 +115,12 @@ def _text(d: ImageDraw.ImageDraw, text: str, box: Box, fill: RGB, size: float, l
 
 
 def _gradient(w: int, h: int, start: RGB, end: RGB, horizontal: bool = False) -> Image.Image:
-    # composited on a thin strip, then stretched: far cheaper than compositing the whole canvas
-    size = (256, 1) if horizontal else (1, 256)
-    mask = Image.linear_gradient("L").resize(size)
-    return Image.composite(Image.new("RGB", size, end), Image.new("RGB", size, start), mask).resize((w, h))
+    # composited on a one-pixel strip of full length, then repeated across: far cheaper than compositing the
+    # whole canvas, and than resampling a short strip up to it (the same pixels, 5x faster; see README, Benchmarks)
+    strip = (w, 1) if horizontal else (1, h)
+    mask = Image.linear_gradient("L").resize((256, 1) if horizontal else (1, 256)).resize(strip)
+    colours = Image.composite(Image.new("RGB", strip, end), Image.new("RGB", strip, start), mask)
+    return colours.resize((w, h), Image.Resampling.NEAREST)
 
 
 def _glow(img: Image.Image, box: Box, strength: float) -> None:

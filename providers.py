@@ -216,7 +216,9 @@ def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
 
 def _encode_png(image: Image.Image) -> bytes:
     out = io.BytesIO()
-    image.save(out, "PNG", compress_level=6)
+    # Level 1: a generated photo encodes in ~80 ms instead of ~440 ms at level 6, for ~15% more bytes;
+    # it was most of what /gen-achievement-image added to the vendors' time (see README, Benchmarks).
+    image.save(out, "PNG", compress_level=1)
     return out.getvalue()
 
 

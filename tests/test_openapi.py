@@ -166,29 +166,31 @@ def test_docs_serves_no_other_file(client, name):
     assert response.get_json()["code"] == "not_found"
 
 
-# Byte ranges of the PNG routes: the fuzzer's empty `Range` got a 416, kept here as a case.
+# The PNG routes send whole files (they are small and never change); the docs assets honour byte ranges.
+# The fuzzer's empty `Range` once got a 416, kept here as a case.
 
 
-def test_png_byte_ranges(client):
+def test_png_routes_send_the_whole_file_whatever_the_range(client):
     assert client.post("/gen-achievement-image?date=31 Oct&product=soju").status_code == 200
     whole = client.get("/get-achievement-image?achievement_id=1").data
-    part = client.get("/get-achievement-image?achievement_id=1", headers={"Range": "bytes=0-9"})
+    for value in ["bytes=0-9", f"bytes={len(whole)}-", "", "items=0-5", "bytes=5-1"]:
+        response = client.get("/get-achievement-image?achievement_id=1", headers={"Range": value})
+        assert response.status_code == 200, value
+        assert response.data == whole
+
+
+def test_docs_asset_byte_ranges(client):
+    whole = client.get("/docs/swagger-ui.css").data
+    part = client.get("/docs/swagger-ui.css", headers={"Range": "bytes=0-9"})
     assert part.status_code == 206
     assert part.data == whole[:10]
-    assert part.headers["Content-Range"] == f"bytes 0-9/{len(whole)}"
-    past_end = client.get("/get-achievement-image?achievement_id=1", headers={"Range": f"bytes={len(whole)}-"})
+    past_end = client.get("/docs/swagger-ui.css", headers={"Range": f"bytes={len(whole)}-"})
     assert past_end.status_code == 416
     assert past_end.get_json()["code"] == "range_not_satisfiable"
-    assert past_end.headers["Content-Range"] == f"bytes */{len(whole)}"
 
 
 @pytest.mark.parametrize("value", ["", "items=0-5", "bytes=5-1", "bytes=x-y"])
 def test_unusable_range_is_ignored(client, value):
-    assert client.post("/gen-achievement-image?date=31 Oct&product=soju").status_code == 200
-    whole = client.get("/get-achievement-image?achievement_id=1").data
-    response = client.get("/get-achievement-image?achievement_id=1", headers={"Range": value})
-    assert response.status_code == 200
-    assert response.data == whole
     asset = client.get("/docs/swagger-ui.css", headers={"Range": value})
     assert asset.status_code == 200
 
@@ -220,8 +222,7 @@ def test_answers_the_fuzzer_does_not_provoke_are_documented(make_app, document):
     assert too_large.status_code == 413
     assert_documented(document, "post", "/seedrandom", too_large)
     png = client.get("/get-achievement-image?achievement_id=1")
-    for headers, status in [({"If-None-Match": png.headers["ETag"]}, 304), ({"Range": "bytes=0-9"}, 206),
-                            ({"Range": "bytes=999999999-"}, 416)]:
+    for headers, status in [({"If-None-Match": png.headers["ETag"]}, 304), ({"Range": "bytes=0-9"}, 200)]:
         answer = client.get("/get-achievement-image?achievement_id=1", headers=headers)
         assert answer.status_code == status
         assert_documented(document, "get", "/get-achievement-image", answer)
