@@ -31,6 +31,9 @@ threads = _settings.worker_threads
 timeout = int(3 * _settings.provider_timeout_s * (_settings.provider_retries + 1)) + 30
 graceful_timeout = timeout
 keepalive = 5
+# A listening socket per worker: the kernel spreads keep-alive clients over the workers, instead of the first worker
+# to wake taking most of them under one GIL (README, Benchmarks: +10% full PNG GETs, +20% 304s).
+reuse_port = True
 # sendfile (PNG files go from disk to socket without passing through Python) is on while `sendfile` stays unset
 # here: gunicorn reads any value of it, True included, as "off".
 # gunicornc's socket lives at one path per user: several servers on a machine would fight over it.

@@ -198,22 +198,19 @@ def server_command(port: int) -> list[str]:
     """The README's production command, on a loopback port of our choosing."""
     gunicorn = [sys.executable, "-m", "gunicorn"]
     bind = ["--bind", f"127.0.0.1:{port}"]  # on the command line it wins over the config file
-    if (ROOT / "gunicorn.conf.py").is_file():
-        return [*gunicorn, "-c", "gunicorn.conf.py", *bind, "main:create_app()"]
-    # Until the production config exists. --reuse-port gives each worker its own listening socket, so the kernel
-    # spreads keep-alive clients over the workers instead of the first awake worker taking most (see README).
-    return [*gunicorn, "--workers", "2", "--threads", "8", "--reuse-port", *bind, "main:create_app()"]
+    return [*gunicorn, "-c", "gunicorn.conf.py", *bind, "main:create_app()"]
 
 
 def database_command() -> list[str]:
-    """Create the tables before the workers start, as a deployment does (workers racing to create them can fail)."""
-    return [sys.executable, "-m", "flask", "--app", "main", "init-db"]
+    """Upgrade the schema before the server starts, as the README's deployment does (production never migrates)."""
+    return [sys.executable, "-m", "alembic", "upgrade", "head"]
 
 
 def service_environment(workdir: Path, port: int, stub_url: str) -> dict[str, str]:
     """Every setting named explicitly (empty = unset), so a developer's `.env` cannot leak into the run."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OPENAI_")}
     env.update({field.name.upper(): "" for field in dataclasses.fields(Settings)})
+    del env["WEB_CONCURRENCY"]  # gunicorn itself reads it, and fails on an empty value: the default is wanted
     env.update({
         "HOST": "127.0.0.1", "PORT": str(port), "APP_ENV": "production", "ADMIN_TOKEN": ADMIN_TOKEN,
         "CORS_ORIGINS": "http://127.0.0.1", "DATABASE_URL": f"sqlite:///{workdir / 'app.db'}",
