@@ -8,10 +8,12 @@ from html.parser import HTMLParser
 
 import jsonschema_rs
 import pytest
+import responses
 import schemathesis
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 from api_docs import OPENAPI_PATH, load_openapi
+from fakes import STABILITY_CORE_URL, STABILITY_KEY
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -226,3 +228,26 @@ def test_answers_the_fuzzer_does_not_provoke_are_documented(make_app, document):
         answer = client.get("/get-achievement-image?achievement_id=1", headers=headers)
         assert answer.status_code == status
         assert_documented(document, "get", "/get-achievement-image", answer)
+
+
+@pytest.mark.parametrize(
+    ("vendor_answer", "status"),
+    [
+        ({"status": 500, "json": {"error": "down"}}, 502),
+        ({"status": 429, "json": {"errors": ["slow down"]}, "headers": {"Retry-After": "7"}}, 503),
+        ({"status": 403, "json": {"id": "1", "name": "content_moderation", "errors": ["flagged"]}}, 422),
+    ],
+)
+def test_provider_failures_are_documented(make_app, document, http, vendor_answer, status):
+    """502, 503 and 422 come only from a failing provider: one answer of each, checked against the document."""
+    client = make_app(STABILITY_API_KEY=STABILITY_KEY, PROVIDER_RETRIES="0").test_client()
+    user_id = client.post("/seed-specific").get_json()["users"][0]["id"]
+    http.add(responses.POST, STABILITY_CORE_URL, **vendor_answer)
+    answer = client.post(f"/gen-new-storefront-images?user_id={user_id}&shop_theme=tech")
+    assert answer.status_code == status
+    assert answer.get_json()["provider"] == "stability"
+    assert_documented(document, "post", "/gen-new-storefront-images", answer)
+    http.add(responses.POST, STABILITY_CORE_URL, **vendor_answer)
+    badge = client.post("/gen-achievement-image?date=31 Oct&product=soju")
+    assert badge.status_code == status
+    assert_documented(document, "post", "/gen-achievement-image", badge)
