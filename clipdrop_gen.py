@@ -45,13 +45,7 @@ def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
         files={"prompt": (None, clip_prompt(spec.prompt), "text/plain")},
     )
     _record_credits(response)
-    if response.status_code in (401, 403):
-        raise ProviderError(NAME, f"clipdrop refused our API key (HTTP {response.status_code}); "
-                                  "check CLIPDROP_API_KEY.")
-    if response.status_code == 402:
-        raise ProviderError(NAME, "clipdrop has no credits left on our key (HTTP 402).")
-    if response.status_code != 200:
-        raise ProviderError(NAME, f"clipdrop refused the request ({http_client.describe(response, key)}).")
+    http_client.refuse_unless_ok(NAME, response, key, "CLIPDROP_API_KEY")
     return RawImage(response.content, MODEL)
 
 

@@ -77,6 +77,18 @@ def post(provider: str, url: str, settings: Settings, **kwargs) -> requests.Resp
     return response
 
 
+def refuse_unless_ok(provider: str, response: requests.Response, key: str, key_name: str) -> None:
+    """Raise the provider error for any answer but 200: our key refused (401, 403), no credits (402), or another."""
+    status = response.status_code
+    if status in (401, 403):
+        raise ProviderError(provider, f"{provider} refused our API key ({describe(response, key)}); "
+                                      f"check {key_name}.")
+    if status == 402:
+        raise ProviderError(provider, f"{provider} has no credits left on our key (HTTP 402).")
+    if status != 200:
+        raise ProviderError(provider, f"{provider} refused the request ({describe(response, key)}).")
+
+
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
     """The seconds a `Retry-After` header asks for (a number or an HTTP date), or None when absent or unreadable."""
     value = (headers.get("Retry-After") or "").strip()

@@ -50,13 +50,7 @@ def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     )
     if response.status_code == 403 and _error_name(response) == "content_moderation":
         raise ContentRejected(NAME, "stability's content filter refused the prompt.")
-    if response.status_code in (401, 403):
-        raise ProviderError(NAME, f"stability refused our API key ({http_client.describe(response, key)}); "
-                                  "check STABILITY_API_KEY.")
-    if response.status_code == 402:
-        raise ProviderError(NAME, "stability has no credits left on our account (HTTP 402).")
-    if response.status_code != 200:
-        raise ProviderError(NAME, f"stability refused the request ({http_client.describe(response, key)}).")
+    http_client.refuse_unless_ok(NAME, response, key, "STABILITY_API_KEY")
     finish = response.headers.get("finish-reason", "SUCCESS").strip().upper()
     if finish == "CONTENT_FILTERED":
         raise ContentRejected(NAME, "stability's content filter blocked the picture for this prompt.")
