@@ -8,8 +8,8 @@ from email.parser import BytesParser
 from PIL import Image
 
 CLIPDROP_KEY = "cd-test-key-0123456789"
-STABILITY_KEY = "sk-stability-test-key-0123456789"
-OPENAI_KEY = "sk-openai-test-key-0123456789"
+STABILITY_KEY = "fake-stability-key-0123456789"
+OPENAI_KEY = "fake-openai-key-0123456789"
 CLIPDROP_URL = "https://clipdrop-api.co/text-to-image/v1"
 STABILITY_CORE_URL = "https://api.stability.ai/v2beta/stable-image/generate/core"
 
