@@ -135,9 +135,14 @@ def _check_keys(settings: Settings) -> None:
             raise ConfigError(f"{setting}={provider} needs {key_name} to be set")
 
 
-def from_environment() -> Settings:
-    """Settings from the environment, after reading `.env` in the working directory (the environment wins)."""
+def read_env_file() -> None:
+    """Read `.env` in the working directory into the environment; variables already set win."""
     load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def from_environment() -> Settings:
+    """Settings from the environment, after reading `.env`."""
+    read_env_file()
     return Settings.from_mapping(os.environ)
 
 

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dotenv import load_dotenv
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.helpers import get_debug_flag
 from flask_cors import CORS
@@ -30,7 +29,7 @@ import migrate
 import observability
 import seed
 from api_docs import docs, load_openapi
-from config import Settings
+from config import Settings, read_env_file
 from errors import ApiError, NotFound, ProviderError
 from image_store import ImageStore
 from models import Achievement, Storefront, User, UserAchievement, make_engine
@@ -69,7 +68,7 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the app from the environment (and `.env`), then `config`, which always wins."""
     config = dict(config or {})
     if not config.get("TESTING"):
-        load_dotenv(Path.cwd() / ".env", override=False)
+        read_env_file()
     settings = Settings.from_mapping({**os.environ, **config})
     if settings.is_production and not settings.admin_token:
         raise SystemExit("APP_ENV=production needs ADMIN_TOKEN to be set")
@@ -446,10 +445,13 @@ def no_image(achievement_id: int) -> NotFound:
 def view_achievement_image():
     """The achievement's PNG, base64-encoded in JSON."""
     achievement = find_achievement(parse_id(param("achievement_id"), "achievement_id"))
-    path = image_store().path(achievement.image_sha256) if achievement.image_sha256 else None
-    if path is None or not path.is_file():
+    if not achievement.image_sha256:
         raise no_image(achievement.id)
-    return jsonify({"achievements": base64.b64encode(path.read_bytes()).decode("ascii")})
+    try:
+        png = image_store().read(achievement.image_sha256)
+    except FileNotFoundError:
+        raise no_image(achievement.id) from None
+    return jsonify({"achievements": base64.b64encode(png).decode("ascii")})
 
 
 @bp.get("/get-achievement-image")
@@ -575,7 +577,7 @@ class GunicornServer(Application):
 
 def serve() -> None:
     """`python main.py`: gunicorn, or with FLASK_DEBUG=1 Werkzeug's development server and its reloader."""
-    load_dotenv(Path.cwd() / ".env", override=False)
+    read_env_file()
     if not get_debug_flag():
         GunicornServer().run()
         return
