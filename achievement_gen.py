@@ -14,16 +14,13 @@ import re
 import time
 from datetime import date
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import openai
 
 import http_client
 from config import Settings
 from errors import ContentRejected, ProviderBusy, ProviderError
-
-if TYPE_CHECKING:
-    from providers import AchievementDraft
+from provider_types import AchievementDraft
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +137,6 @@ def _provider_error(error: openai.OpenAIError) -> ProviderError:
 
 def parse_draft(reply: str) -> AchievementDraft:
     """Read an achievement from what models really return: fenced JSON, a Python dict, keys in any spelling."""
-    from providers import AchievementDraft
-
     data = _load_object(reply[:MAX_REPLY_CHARS])
     values: dict[str, str] = {}
     for key, value in data.items():

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import http_client
 from config import Settings
 from errors import ProviderError
-
-if TYPE_CHECKING:
-    from providers import ImageSpec, RawImage
+from provider_types import ImageSpec, RawImage
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +31,6 @@ def remaining_credits() -> int | None:
 
 def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     """Ask Clipdrop for the spec's picture; the bytes are checked and fitted to the spec by the caller."""
-    from providers import RawImage
-
     key = settings.clipdrop_api_key
     if not key:
         raise ProviderError(NAME, "Clipdrop needs CLIPDROP_API_KEY to be set.")

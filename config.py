@@ -15,6 +15,7 @@ IMAGE_PROVIDERS = ("auto", "clipdrop", "stability", "local")
 TEXT_PROVIDERS = ("auto", "openai", "local")
 STABILITY_ENGINES = ("core", "sd3", "ultra")
 APP_ENVS = ("development", "production")
+CELERY_BROKER_SCHEMES = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,23 @@ class Settings:
     web_concurrency: int | None = None
     worker_threads: int = 8
     trusted_proxies: int = 0
+    # Jobs: where generation runs, how long a job may stay claimed, how long an Idempotency-Key is remembered.
+    job_workers: int = 4
+    job_stale_s: float | None = None  # None: 2 x the longest a job can run (see jobs.py)
+    celery_broker_url: str | None = field(default=None, repr=False)  # may hold a password
+    idempotency_ttl_s: float = 86400.0
+    # Spend: a daily budget (UTC) of provider cost; None means none.
+    generation_budget_usd: float | None = None
+    # Image delivery: the store (disk under image_dir, or s3://bucket/prefix), and how nginx or a CDN serves it.
+    image_store_url: str | None = None
+    s3_endpoint_url: str | None = None
+    image_public_base_url: str | None = None
+    image_url_ttl_s: int = 3600
+    image_accel_redirect: str | None = None
+    # Verifiable badges: the issuer's signing key (PEM) and its public profile.
+    badge_signing_key: str | None = field(default=None, repr=False)
+    badge_issuer_name: str = "Future x Past"
+    badge_issuer_url: str | None = None  # None: the URL the service is reached at
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, object]) -> Settings:
@@ -114,6 +132,20 @@ class Settings:
             web_concurrency=int(number("WEB_CONCURRENCY", 0, int, 1)) or None,
             worker_threads=int(number("WORKER_THREADS", defaults.worker_threads, int, 1)),
             trusted_proxies=int(number("TRUSTED_PROXIES", defaults.trusted_proxies, int, 0)),
+            job_workers=int(number("JOB_WORKERS", defaults.job_workers, int, 1)),
+            job_stale_s=number("JOB_STALE_S", None, float, 1) if get("JOB_STALE_S") else None,
+            celery_broker_url=_broker_url(get("CELERY_BROKER_URL")),
+            idempotency_ttl_s=number("IDEMPOTENCY_TTL_S", defaults.idempotency_ttl_s, float, 1),
+            generation_budget_usd=number("GENERATION_BUDGET_USD", None, float, 0)
+            if get("GENERATION_BUDGET_USD") else None,
+            image_store_url=_store_url(get("IMAGE_STORE_URL")),
+            s3_endpoint_url=get("S3_ENDPOINT_URL"),
+            image_public_base_url=(get("IMAGE_PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            image_url_ttl_s=int(number("IMAGE_URL_TTL_S", defaults.image_url_ttl_s, int, 1)),
+            image_accel_redirect=get("IMAGE_ACCEL_REDIRECT"),
+            badge_signing_key=get("BADGE_SIGNING_KEY"),
+            badge_issuer_name=text("BADGE_ISSUER_NAME", defaults.badge_issuer_name),
+            badge_issuer_url=(get("BADGE_ISSUER_URL") or "").rstrip("/") or None,
         )
         _check_keys(settings)
         return settings
@@ -155,4 +187,18 @@ def _rate_limit(value: str | None) -> str | None:
         parse_many(value)
     except ValueError:
         raise ConfigError(f"GENERATION_RATE_LIMIT={value!r} is not a rate limit such as '30/minute'") from None
+    return value
+
+
+def _broker_url(value: str | None) -> str | None:
+    if value is not None and not value.lower().startswith(CELERY_BROKER_SCHEMES):
+        raise ConfigError(f"CELERY_BROKER_URL must start with one of: {', '.join(CELERY_BROKER_SCHEMES)}")
+    return value
+
+
+def _store_url(value: str | None) -> str | None:
+    if value is not None and not value.lower().startswith("s3://"):
+        raise ConfigError(f"IMAGE_STORE_URL={value!r} must be s3://bucket[/prefix] (unset: files under IMAGE_DIR)")
+    if value is not None and not value[5:].strip("/"):
+        raise ConfigError(f"IMAGE_STORE_URL={value!r} names no bucket")
     return value

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import holidays
 from dateutil.easter import easter
 
+from provider_types import AchievementDraft
+
 if TYPE_CHECKING:
     from config import Settings
-    from providers import AchievementDraft
 
 NAME = "local"
 
@@ -155,8 +156,6 @@ def is_configured(settings: Settings) -> bool:
 
 def write_achievement(day: datetime.date, product: str, settings: Settings) -> AchievementDraft:
     """Compose an achievement for buying `product` around the celebration nearest `day`."""
-    from providers import AchievementDraft
-
     when, occasion = nearest_celebration(day)
     # Drop invisible characters except the joiner that holds emoji sequences together.
     text = "".join(c for c in " ".join(product.split()) if c.isprintable() or c == "\u200d").strip()
@@ -231,7 +230,6 @@ def _calendar(year: int) -> tuple[Celebration, ...]:
 
 def _observances(year: int) -> list[tuple[datetime.date, str]]:
     """Widely shopped days that are not public holidays in the markets above."""
-
     def nth_weekday(month: int, weekday: int, n: int) -> datetime.date:
         first = datetime.date(year, month, 1)
         return first + datetime.timedelta(days=(weekday - first.weekday()) % 7 + 7 * (n - 1))

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from PIL import Image, ImageDraw, ImageFont
 
 from errors import ProviderError
+from provider_types import ImageSpec, RawImage
 
 if TYPE_CHECKING:
     from config import Settings
-    from providers import ImageSpec, RawImage
 
 NAME = "local"
 MODEL = "pillow-scene-1"
@@ -138,7 +138,6 @@ class Tints(NamedTuple):
 
 class Pen:
     """Draws in coordinates relative to a box: (0, 0) is its top left, (1, 1) its bottom right."""
-
     def __init__(self, d: ImageDraw.ImageDraw, box: Box) -> None:
         self.d, self.box = d, box
 
@@ -363,8 +362,6 @@ def is_configured(settings: Settings) -> bool:
 
 def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     """Draw the spec's storefront or badge as PNG bytes of exactly spec.width x spec.height."""
-    from providers import RawImage
-
     if not (0 < spec.width <= 8192 and 0 < spec.height <= 8192):
         raise ProviderError(NAME, f"the local renderer cannot draw a {spec.width}x{spec.height} image")
     draw = _badge if spec.kind == "badge" else _storefront

@@ -9,6 +9,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from flask import Flask, Response, g, request
@@ -22,6 +24,25 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # A client's request id is kept when it is this safe to echo and to log; otherwise the service makes one.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 PROVIDER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Whom provider calls are made for: the route and request that asked, and the job that runs them."""
+
+    route: str | None = None
+    request_id: str | None = None
+    job_id: str | None = None
+
+
+# Set for each request, and by whatever runs a job (another thread or process) from the job's row: every provider
+# call's log line and ledger row read it. A new thread starts with the default: copy the context into it.
+call_context: ContextVar[CallContext | None] = ContextVar("call_context", default=None)
+
+
+def current_call() -> CallContext:
+    """The context of the provider calls made now; empty outside any request or job."""
+    return call_context.get() or CallContext()
 
 
 class Metrics:
@@ -105,6 +126,8 @@ def init_app(app: Flask) -> Metrics:
     def start_request() -> None:
         g.request_started = time.perf_counter()
         g.request_id = request_id()
+        call_context.set(CallContext(route=request.url_rule.rule if request.url_rule else None,
+                                     request_id=g.request_id))
 
     @app.after_request
     def finish_request(response: Response) -> Response:

@@ -16,7 +16,6 @@ import time
 import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from types import ModuleType
 
@@ -29,6 +28,7 @@ import local_image_gen
 import stability_gen
 from config import Settings
 from errors import ContentRejected, ProviderError
+from provider_types import AchievementDraft, GeneratedImage, ImageSpec, RawImage
 
 log = logging.getLogger(__name__)
 
@@ -38,51 +38,6 @@ STOREFRONT_PLACES = ("bottom left", "top left", "bottom right", "top right")
 # What a provider may send back; anything else (SVG, PDF, EPS, a JSON error...) is not an image to us.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_SOURCE_PIXELS = 4096 * 4096
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """What to draw: the prompt for remote models, plus the structured facts the local renderer draws from."""
-
-    kind: str  # "storefront" or "badge"
-    prompt: str
-    width: int
-    height: int
-    theme: str = ""
-    products: tuple[str, ...] = ()
-    title: str = ""
-    caption: str = ""
-
-    @property
-    def aspect_ratio(self) -> str:
-        return "1:1" if self.width == self.height else "21:9"
-
-
-@dataclass(frozen=True)
-class RawImage:
-    """Bytes as a provider returned them, before they are checked."""
-
-    data: bytes
-    model: str
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    """A checked PNG of the size asked for, with its provenance written into it."""
-
-    png: bytes
-    width: int
-    height: int
-    provider: str
-
-
-@dataclass(frozen=True)
-class AchievementDraft:
-    name: str
-    description: str
-    occasion: str
-    product_type: str
 
 
 def storefront_spec(theme: str, products: list[str]) -> ImageSpec:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import http_client
 from config import Settings
 from errors import ContentRejected, ProviderError
-
-if TYPE_CHECKING:
-    from providers import ImageSpec, RawImage
+from provider_types import ImageSpec, RawImage
 
 NAME = "stability"
 PATH = "/v2beta/stable-image/generate/{engine}"
@@ -28,8 +24,6 @@ def is_configured(settings: Settings) -> bool:
 
 def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     """Ask the STABILITY_ENGINE endpoint for the spec's picture, at the spec's aspect ratio, as PNG."""
-    from providers import RawImage
-
     key = settings.stability_api_key
     if not key:
         raise ProviderError(NAME, "Stability AI needs STABILITY_API_KEY to be set.")
