@@ -443,7 +443,7 @@ def no_image(achievement_id: int) -> NotFound:
 
 @bp.get("/view-achievement-image")
 def view_achievement_image():
-    """The achievement's PNG, base64-encoded in JSON."""
+    """The achievement's PNG, base64-encoded in JSON, beside its fields (the first front end's popup reads them)."""
     achievement = find_achievement(parse_id(param("achievement_id"), "achievement_id"))
     if not achievement.image_sha256:
         raise no_image(achievement.id)
@@ -451,7 +451,7 @@ def view_achievement_image():
         png = image_store().read(achievement.image_sha256)
     except FileNotFoundError:
         raise no_image(achievement.id) from None
-    return jsonify({"achievements": base64.b64encode(png).decode("ascii")})
+    return jsonify({"achievements": base64.b64encode(png).decode("ascii"), **achievement.to_dict()})
 
 
 @bp.get("/get-achievement-image")
