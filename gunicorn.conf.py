@@ -62,6 +62,15 @@ def on_starting(server) -> None:
         raise
 
 
+def when_ready(server) -> None:
+    """Say where the service listens: with a socket per worker (reuse_port), gunicorn's own line names no address."""
+    from main import startup_line
+
+    for address in server.cfg.bind:
+        url = address if address.startswith(("unix:", "fd://")) else f"http://{address}"
+        server.log.info(startup_line(from_environment(), url))
+
+
 def child_exit(server, worker) -> None:
     """Drop the live-only metrics of a worker that has gone; its counts stay in the totals."""
     from prometheus_client import multiprocess  # imported once the folder above is set
