@@ -13,7 +13,7 @@ import shutil
 import tempfile
 
 from config import from_environment
-from main import create_app
+from main import create_app, startup_line
 
 _settings = from_environment()
 # Metrics are shared through files: one folder per server, wiped at start. prometheus_client reads this variable
@@ -60,6 +60,13 @@ def on_starting(server) -> None:
     except BaseException:
         on_exit(server)  # gunicorn will not call it: the server stops before it starts
         raise
+
+
+def when_ready(server) -> None:
+    """Say where the service listens: with a socket per worker (reuse_port), gunicorn's own line names no address."""
+    for address in server.cfg.bind:
+        url = address if address.startswith(("unix:", "fd://")) else f"http://{address}"
+        server.log.info(startup_line(from_environment(), url))
 
 
 def child_exit(server, worker) -> None:

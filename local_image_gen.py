@@ -6,6 +6,7 @@ import colorsys
 import hashlib
 import io
 import math
+import re
 import unicodedata
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
@@ -322,36 +323,204 @@ def _storefront(spec: ImageSpec, w: int, h: int) -> Image.Image:
     return img
 
 
+class BadgeLook(NamedTuple):
+    """A badge's colours and emblem: the background runs from `start` to `end`, the medal holds the emblem."""
+
+    start: RGB
+    end: RGB
+    ribbon: RGB
+    medal: RGB
+    rim: RGB
+    emblem: RGB
+    ink: RGB
+    shape: str
+
+
+GOLD, GOLD_DARK = (246, 196, 62), (200, 142, 30)
+# Occasion keywords (first match wins, as in local_achievement_gen.FLAVOURS, whose celebrations each have a look
+# here) and the colours a shopper knows them by.
+BADGE_LOOKS = (
+    ("halloween", BadgeLook((250, 140, 20), (214, 90, 8), (24, 22, 28), (40, 36, 44), (24, 22, 28), (255, 140, 20),
+                            (20, 18, 24), "pumpkin")),
+    ("valentine", BadgeLook((255, 196, 218), (247, 143, 185), (206, 22, 52), (255, 236, 242), (176, 16, 44),
+                            (214, 24, 58), (150, 12, 40), "heart")),
+    ("christmas|boxing", BadgeLook((28, 122, 66), (18, 92, 50), (206, 32, 40), (214, 36, 44), (160, 20, 28),
+                                   (30, 140, 70), (255, 250, 240), "tree")),
+    ("chuseok|mid-autumn", BadgeLook((24, 36, 84), (40, 56, 120), GOLD, (36, 48, 104), GOLD_DARK, (255, 226, 140),
+                                     (250, 214, 120), "moon")),
+    ("lunar", BadgeLook((214, 32, 36), (170, 16, 24), GOLD, (250, 204, 72), GOLD_DARK, (210, 30, 34), (252, 212, 90),
+                        "lantern")),
+    ("new year", BadgeLook((18, 22, 58), (44, 30, 92), (212, 216, 228), GOLD, GOLD_DARK, (24, 28, 70),
+                           (250, 214, 120), "burst")),
+    ("singles", BadgeLook((236, 30, 60), (255, 90, 50), (255, 255, 255), (255, 255, 255), (220, 220, 226),
+                          (226, 30, 56), (255, 255, 255), "elevens")),
+    ("black friday", BadgeLook((16, 16, 18), (40, 40, 44), (255, 214, 0), (255, 214, 0), (214, 170, 0),
+                               (16, 16, 18), (255, 214, 0), "tag")),
+    ("cyber", BadgeLook((10, 20, 60), (10, 40, 110), (0, 220, 255), (0, 220, 255), (0, 160, 200), (10, 20, 60),
+                        (0, 220, 255), "tag")),
+    ("thanksgiving", BadgeLook((150, 80, 30), (110, 56, 22), (236, 140, 30), (244, 170, 60), (196, 116, 30),
+                               (176, 60, 20), (255, 226, 170), "leaf")),
+    ("easter|good friday", BadgeLook((232, 220, 250), (255, 244, 200), (150, 220, 190), (255, 250, 230),
+                                     (150, 220, 190), (180, 150, 230), (110, 80, 150), "egg")),
+    ("mother", BadgeLook((252, 214, 226), (230, 206, 246), (200, 120, 190), (255, 255, 255), (200, 120, 190),
+                         (232, 100, 150), (120, 50, 100), "heart")),
+    ("father", BadgeLook((30, 58, 110), (80, 130, 190), (200, 220, 240), (255, 255, 255), (200, 220, 240),
+                         (30, 58, 110), (255, 255, 255), "star")),
+    ("children|aged|coming of age", BadgeLook((255, 220, 80), (130, 200, 250), (250, 110, 90), (255, 255, 255),
+                                              (250, 110, 90), (250, 170, 40), (40, 60, 120), "star")),
+    ("patrick", BadgeLook((20, 140, 70), (60, 170, 90), GOLD, (250, 250, 240), GOLD_DARK, (20, 140, 70),
+                          (255, 255, 255), "shamrock")),
+    ("holi", BadgeLook((255, 80, 170), (255, 210, 40), (40, 180, 90), (255, 255, 255), (40, 180, 90), (60, 120, 230),
+                       (60, 20, 90), "splash")),
+    ("eid|prophet|ashura", BadgeLook((8, 100, 80), (16, 130, 100), GOLD, (16, 90, 74), GOLD_DARK, GOLD, GOLD,
+                                     "crescent")),
+    ("vesak|buddha|mahavira", BadgeLook((250, 160, 40), (255, 200, 90), (255, 255, 255), (255, 255, 255),
+                                        (240, 190, 120), (240, 120, 150), (120, 50, 10), "lotus")),
+    ("diwali|navami|janmashtami|guru|dussehra|shivaratri", BadgeLook((90, 20, 110), (150, 30, 110), GOLD, GOLD,
+                                                                      GOLD_DARK, (230, 80, 20), GOLD, "flame")),
+    ("independence|national|republic|constitution|unity|liberation|foundation|bastille|armistice|veterans|memorial|"
+     "victory|juneteenth|presidents|tiradentes|columbus|martin luther|gandhi|ambedkar|hangul|emperor",
+     BadgeLook((24, 44, 110), (30, 60, 140), (200, 30, 45), (255, 255, 255), (200, 30, 45), (200, 30, 45),
+               (255, 255, 255), "flag")),
+    ("labor|labour|may day", BadgeLook((40, 80, 140), (60, 110, 170), (250, 130, 20), (250, 130, 20),
+                                       (200, 96, 10), (30, 50, 90), (255, 255, 255), "gear")),
+)
+
+
+def badge_look(occasion: str, key: str = "") -> BadgeLook:
+    """The look of the occasion's badges; an occasion of no known family gets bright colours from its name."""
+    lowered = occasion.lower()
+    for pattern, look in BADGE_LOOKS:
+        if re.search(pattern, lowered):
+            return look
+    hue = _unit(key or lowered)
+    return BadgeLook(_hls(hue, 0.8, 0.9), _hls(hue + 0.1, 0.68, 0.85), _hls(hue + 0.6, 0.5, 0.65), GOLD, GOLD_DARK,
+                     (255, 250, 235), _hls(hue + 0.05, 0.2, 0.6), "star")
+
+
+def _star(p: Pen, colour: RGB, points: int = 5, inner: float = 0.42) -> None:
+    radii = [0.5 * (1 - k % 2 * (1 - inner)) for k in range(2 * points)]
+    p.poly([(0.5 + radius * math.sin(k * math.pi / points), 0.5 - radius * math.cos(k * math.pi / points))
+            for k, radius in enumerate(radii)], colour)
+
+
+def _emblem(p: Pen, shape: str, c: RGB, back: RGB) -> None:
+    """The occasion's symbol inside the unit box of `p`, in colour `c` on the medal's colour `back`."""
+    if shape == "pumpkin":
+        p.rect(0.45, 0.04, 0.55, 0.22, (70, 110, 40), 0.2)
+        for u in (0.06, 0.5, 0.26):
+            p.oval(u, 0.16, u + 0.44, 0.92, c)
+        p.poly([(0.26, 0.46), (0.4, 0.46), (0.33, 0.34)], back)
+        p.poly([(0.6, 0.46), (0.74, 0.46), (0.67, 0.34)], back)
+        p.poly([(0.24, 0.6), (0.76, 0.6), (0.66, 0.76), (0.34, 0.76)], back)
+    elif shape == "heart":
+        p.oval(0.08, 0.14, 0.54, 0.6, c)
+        p.oval(0.46, 0.14, 0.92, 0.6, c)
+        p.poly([(0.1, 0.46), (0.9, 0.46), (0.5, 0.94)], c)
+    elif shape == "tree":
+        for k, (top, bottom, half) in enumerate(((0.12, 0.44, 0.22), (0.3, 0.64, 0.32), (0.48, 0.84, 0.42))):
+            p.poly([(0.5, top), (0.5 + half, bottom), (0.5 - half, bottom)], _mix(c, -0.1 * k))
+        p.rect(0.44, 0.84, 0.56, 0.98, (110, 70, 40))
+        _star(p.sub(0.4, 0.0, 0.6, 0.2), GOLD)
+    elif shape == "moon":
+        p.oval(0.12, 0.12, 0.88, 0.88, c)
+        p.oval(0.3, 0.3, 0.44, 0.44, _mix(c, -0.12))
+        p.oval(0.52, 0.56, 0.7, 0.74, _mix(c, -0.12))
+    elif shape == "lantern":
+        p.rect(0.38, 0.04, 0.62, 0.16, GOLD_DARK, 0.1)
+        p.oval(0.14, 0.12, 0.86, 0.84, c)
+        for u in (0.34, 0.5, 0.66):
+            p.line([(u, 0.16), (u, 0.8)], GOLD_DARK, 0.02)
+        p.rect(0.38, 0.8, 0.62, 0.9, GOLD_DARK, 0.1)
+        p.line([(0.5, 0.9), (0.5, 1.0)], c, 0.05)
+    elif shape == "burst":
+        for k in range(12):
+            angle = k * math.pi / 6
+            p.line([(0.5 + 0.16 * math.cos(angle), 0.5 + 0.16 * math.sin(angle)),
+                    (0.5 + 0.46 * math.cos(angle), 0.5 + 0.46 * math.sin(angle))], c, 0.06)
+        p.oval(0.4, 0.4, 0.6, 0.6, c)
+    elif shape == "elevens":
+        for u in (0.12, 0.56):
+            p.poly([(u, 0.28), (u + 0.14, 0.14), (u + 0.14, 0.86), (u + 0.04, 0.86), (u + 0.04, 0.34)], c)
+            p.rect(u + 0.22, 0.14, u + 0.32, 0.86, c)
+    elif shape == "tag":
+        p.poly([(0.08, 0.5), (0.36, 0.18), (0.92, 0.18), (0.92, 0.82), (0.36, 0.82)], c)
+        p.oval(0.26, 0.44, 0.38, 0.56, back)
+        p.line([(0.5, 0.68), (0.78, 0.32)], back, 0.05)
+        p.oval(0.48, 0.3, 0.58, 0.4, back)
+        p.oval(0.7, 0.6, 0.8, 0.7, back)
+    elif shape == "leaf":
+        p.poly([(0.5, 0.04), (0.62, 0.3), (0.92, 0.22), (0.8, 0.5), (0.96, 0.6), (0.62, 0.7), (0.54, 0.88),
+                (0.46, 0.88), (0.38, 0.7), (0.04, 0.6), (0.2, 0.5), (0.08, 0.22), (0.38, 0.3)], c)
+        p.line([(0.5, 0.2), (0.5, 0.98)], _mix(c, -0.3), 0.04)
+    elif shape == "egg":
+        p.oval(0.2, 0.06, 0.8, 0.96, c)
+        p.line([(0.22, 0.5), (0.32, 0.42), (0.42, 0.5), (0.52, 0.42), (0.62, 0.5), (0.72, 0.42), (0.78, 0.48)],
+               (255, 220, 120), 0.06)
+    elif shape == "shamrock":
+        for u, v in ((0.28, 0.1), (0.06, 0.4), (0.5, 0.4)):
+            p.oval(u, v, u + 0.44, v + 0.44, c)
+        p.line([(0.5, 0.6), (0.56, 0.98)], c, 0.07)
+    elif shape == "splash":
+        for (u, v, size), colour in zip(((0.1, 0.1, 0.42), (0.48, 0.14, 0.4), (0.14, 0.5, 0.4), (0.5, 0.5, 0.42)),
+                                        ((255, 60, 160), (255, 200, 0), (40, 180, 90), c), strict=True):
+            p.oval(u, v, u + size, v + size, colour)
+    elif shape == "crescent":
+        p.oval(0.1, 0.1, 0.82, 0.82, c)
+        p.oval(0.28, 0.04, 0.96, 0.72, back)
+        _star(p.sub(0.62, 0.52, 0.92, 0.82), c)
+    elif shape == "lotus":
+        for points in ([(0.5, 0.08), (0.66, 0.5), (0.5, 0.86), (0.34, 0.5)], [(0.06, 0.36), (0.46, 0.56), (0.5, 0.86),
+                       (0.2, 0.7)], [(0.94, 0.36), (0.54, 0.56), (0.5, 0.86), (0.8, 0.7)]):
+            p.poly(points, c)
+        p.rect(0.14, 0.84, 0.86, 0.92, (60, 150, 90), 0.5)
+    elif shape == "flame":
+        p.poly([(0.5, 0.04), (0.66, 0.34), (0.64, 0.52), (0.5, 0.6), (0.36, 0.52), (0.34, 0.34)], c)
+        p.oval(0.42, 0.32, 0.58, 0.56, (255, 214, 80))
+        p.poly([(0.08, 0.6), (0.92, 0.6), (0.74, 0.9), (0.26, 0.9)], (150, 30, 60))
+    elif shape == "flag":
+        p.rect(0.08, 0.06, 0.13, 0.98, (120, 120, 130))
+        for k in range(5):
+            p.rect(0.13, 0.1 + k * 0.12, 0.92, 0.16 + k * 0.12, c)
+        p.rect(0.13, 0.1, 0.46, 0.4, (30, 60, 140))
+        _star(p.sub(0.2, 0.14, 0.4, 0.36), (255, 255, 255))
+    elif shape == "gear":
+        for k in range(8):
+            angle = k * math.pi / 4
+            p.line([(0.5, 0.5), (0.5 + 0.44 * math.cos(angle), 0.5 + 0.44 * math.sin(angle))], c, 0.16)
+        p.oval(0.16, 0.16, 0.84, 0.84, c)
+        p.oval(0.36, 0.36, 0.64, 0.64, back)
+    else:
+        _star(p, c)
+
+
 def _badge(spec: ImageSpec, w: int, h: int) -> Image.Image:
     key = f"{spec.prompt}\n{spec.title}\n{spec.caption}"
-    hue = _unit(key)
-    img = _gradient(w, h, _hls(hue, 0.8, 0.9), _hls(hue + 0.1, 0.68, 0.85), horizontal=True)
+    look = badge_look(spec.caption, key)
+    img = _gradient(w, h, look.start, look.end, horizontal=True)
     d = ImageDraw.Draw(img, "RGBA")
     cx, cy, r = w / 2, h * 0.29, min(w / 2.2, h) * 0.19  # emblem centre and radius, for wide or square canvases
     for k in range(0, 32, 2):  # a soft sunburst behind the emblem
         ray = [(cx + 2 * (w + h) * math.cos(a), cy + 2 * (w + h) * math.sin(a)) for a in (k * 0.196, k * 0.196 + 0.196)]
-        d.polygon([(cx, cy), *ray], fill=(*WHITE, 38))
-    _glow(img, (cx - 3 * r, cy - 3 * r, cx + 3 * r, cy + 3 * r), 0.6)
+        d.polygon([(cx, cy), *ray], fill=(*WHITE, 22))
+    _glow(img, (cx - 3 * r, cy - 3 * r, cx + 3 * r, cy + 3 * r), 0.3)
     for side in (-1, 1):
         tail = [(0.2, 0), (0.95, 0.2), (1, 1.45), (0.72, 1.22), (0.45, 1.5)]
-        d.polygon([(cx + side * x * r, cy + y * r) for x, y in tail], fill=_hls(hue + 0.6, 0.5 - side * 0.06, 0.65))
-    gold, gold_dark = (246, 196, 62), (200, 142, 30)
+        d.polygon([(cx + side * x * r, cy + y * r) for x, y in tail], fill=_mix(look.ribbon, -0.12 * (side + 1)))
     if _unit(key + "#emblem") < 0.5:  # a rosette medal
         rim = [(cx + r * (1 - k % 2 * 0.12) * math.cos(k * math.pi / 16),
                 cy + r * (1 - k % 2 * 0.12) * math.sin(k * math.pi / 16)) for k in range(32)]
-        d.polygon(rim, fill=gold_dark)
-        d.ellipse((cx - 0.78 * r, cy - 0.78 * r, cx + 0.78 * r, cy + 0.78 * r), fill=gold)
+        d.polygon(rim, fill=look.rim)
+        d.ellipse((cx - 0.8 * r, cy - 0.8 * r, cx + 0.8 * r, cy + 0.8 * r), fill=look.medal)
     else:  # a shield
         shield = [(-1, -0.95), (1, -0.95), (1, 0.1), (0, 1.05), (-1, 0.1)]
-        d.polygon([(cx + x * r, cy + y * r) for x, y in shield], fill=gold_dark)
-        d.polygon([(cx + x * 0.84 * r, cy + (y - 0.03) * 0.84 * r) for x, y in shield], fill=gold)
-    star = [(cx + r * (0.55 - k % 2 * 0.32) * math.sin(k * math.pi / 5),
-             cy - r * (0.55 - k % 2 * 0.32) * math.cos(k * math.pi / 5)) for k in range(10)]
-    d.polygon(star, fill=(255, 250, 235))
-    ink = _hls(hue + 0.05, 0.2, 0.6)
-    _text(d, _clean(spec.title) or "Achievement", (0.05 * w, 0.6 * h, 0.95 * w, 0.85 * h), ink, 0.15 * h,
+        d.polygon([(cx + x * r, cy + y * r) for x, y in shield], fill=look.rim)
+        d.polygon([(cx + x * 0.84 * r, cy + (y - 0.03) * 0.84 * r) for x, y in shield], fill=look.medal)
+    _emblem(Pen(d, (cx - 0.58 * r, cy - 0.62 * r, cx + 0.58 * r, cy + 0.54 * r)), look.shape, look.emblem, look.medal)
+    _text(d, _clean(spec.title) or "Achievement", (0.05 * w, 0.6 * h, 0.95 * w, 0.85 * h), look.ink, 0.15 * h,
           lines=3, bold=True)
-    _text(d, _clean(spec.caption), (0.15 * w, 0.86 * h, 0.85 * w, 0.96 * h), _mix(ink, 0.2), 0.08 * h)
+    _text(d, _clean(spec.caption), (0.15 * w, 0.86 * h, 0.85 * w, 0.96 * h), _mix(look.ink, 0.2 if sum(look.ink) < 384
+          else -0.1), 0.08 * h)
     return img
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.helpers import get_debug_flag
@@ -18,7 +19,7 @@ from flask_cors import CORS
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from gunicorn.app.base import Application
-from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy import bindparam, delete, make_url, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -443,7 +444,7 @@ def no_image(achievement_id: int) -> NotFound:
 
 @bp.get("/view-achievement-image")
 def view_achievement_image():
-    """The achievement's PNG, base64-encoded in JSON."""
+    """The achievement's PNG, base64-encoded in JSON, beside its fields (the first front end's popup reads them)."""
     achievement = find_achievement(parse_id(param("achievement_id"), "achievement_id"))
     if not achievement.image_sha256:
         raise no_image(achievement.id)
@@ -451,7 +452,7 @@ def view_achievement_image():
         png = image_store().read(achievement.image_sha256)
     except FileNotFoundError:
         raise no_image(achievement.id) from None
-    return jsonify({"achievements": base64.b64encode(png).decode("ascii")})
+    return jsonify({"achievements": base64.b64encode(png).decode("ascii"), **achievement.to_dict()})
 
 
 @bp.get("/get-achievement-image")
@@ -575,6 +576,27 @@ class GunicornServer(Application):
         return create_app()
 
 
+def startup_line(settings: Settings, base_url: str) -> str:
+    """What a newcomer needs at start-up: where to go, and what the service runs on (never a secret)."""
+    chosen = Generator(settings)
+    images = settings.image_store_url or f"folder {settings.image_dir.resolve()}"
+    if settings.image_store_url and settings.s3_endpoint_url:
+        images += f" at {make_url_safe(settings.s3_endpoint_url)}"
+    return (f"Serving on {base_url} (API docs: {base_url}/docs); "
+            f"database {make_url(settings.database_url).render_as_string(hide_password=True)}; images in {images}; "
+            f"image providers {', '.join(provider.NAME for provider in chosen.image_chain)}; "
+            f"text provider {chosen.text_provider.NAME}")
+
+
+def make_url_safe(url: str) -> str:
+    """`url` without the password it may carry."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                                     + (f":{parts.port}" if parts.port else "")))
+
+
 def serve() -> None:
     """`python main.py`: gunicorn, or with FLASK_DEBUG=1 Werkzeug's development server and its reloader."""
     read_env_file()
@@ -585,6 +607,8 @@ def serve() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # chatty at every start; migrate.py says when it upgrades
     app = create_app()
     app_settings = app.extensions["settings"]
+    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":  # the reloader's child serves; its parent only watches files
+        log.info(startup_line(app_settings, f"http://{app_settings.host}:{app_settings.port}"))
     app.run(host=app_settings.host, port=app_settings.port, debug=True, use_reloader=True)
 
 

@@ -1,6 +1,7 @@
 """A local stand-in for Clipdrop, Stability AI and OpenAI, so generation can be timed without the network.
 
-It speaks the request and response shapes of `../shared/VENDORS.md`, waits `latency_s` before each answer
+It speaks the request and response shapes that the provider modules send and read (README, Providers: Clipdrop's
+text-to-image, Stability AI's stable-image generate, OpenAI's chat completions), waits `latency_s` before each answer
 (every request in its own thread, as a real vendor serves callers in parallel), and answers images with
 realistic ~1 MB PNGs: a gradient with pixel noise that PNG compression cannot squeeze away.
 

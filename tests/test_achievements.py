@@ -119,6 +119,18 @@ def test_view_achievement_image_base64(client):
     assert client.get("/get-achievement-image?achievement_id=42").status_code == 404
 
 
+def test_view_achievement_image_feeds_the_first_front_ends_popup(client):
+    """Its achievement icon shows `response.data.name` and `.description` beside the image from `achievements`."""
+    achievement = make_achievement(client)
+    response = client.get(f"/view-achievement-image?achievement_id={achievement['id']}")
+    data = response.get_json()  # what axios puts in `response.data`
+    assert data["name"] == achievement["achievement_name"] and data["name"]
+    assert data["description"] == achievement["description"] and data["description"]
+    assert png_size(base64.b64decode(data["achievements"])) == (1344, 576)
+    listed = client.get("/view-all-achievement").get_json()["achievements"][0]
+    assert {key: data[key] for key in listed} == listed  # id, occasion, product_type, image_url, created_at too
+
+
 def test_achievement_without_image(client, app):
     with app.extensions["sessionmaker"]() as session:
         achievement = Achievement(name="n", description="d", occasion="o", product_type="p")

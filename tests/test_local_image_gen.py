@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import colorsys
 import io
 
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 
+import local_achievement_gen
 import local_image_gen
 import providers
 from config import Settings
@@ -101,6 +103,73 @@ def test_themes_have_their_own_palettes():
     for i, a in enumerate(themes):
         for b in themes[i + 1:]:
             assert sum(abs(x - y) for x, y in zip(means[a], means[b], strict=True)) > 6, (a, b)
+
+
+def colour_names(rgb: tuple[int, int, int]) -> set[str]:
+    """The everyday names of a pixel's colour, by hue, saturation and brightness (a pixel may have none)."""
+    hue, sat, val = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+    hue *= 360
+    names = set()
+    if val < 0.22:
+        names.add("black")
+    if sat < 0.12 and val > 0.85:
+        names.add("white")
+    if sat > 0.5 and val > 0.3:
+        for name, low, high in (("red", -15, 12), ("orange", 15, 38), ("gold", 38, 58), ("green", 90, 170),
+                                ("blue", 200, 250)):
+            if low <= (hue - 360 if hue >= 345 else hue) < high:
+                names.add(name)
+    if (hue >= 320 or hue < 10) and 0.15 < sat <= 0.6 and val > 0.75:
+        names.add("pink")
+    return names
+
+
+def colour_shares(image: Image.Image) -> dict[str, float]:
+    """The share of the picture's pixels each colour name covers."""
+    small = image.reduce(4)
+    data = small.tobytes()
+    counts: dict[str, int] = {}
+    for i in range(0, len(data), 3):
+        for name in colour_names((data[i], data[i + 1], data[i + 2])):
+            counts[name] = counts.get(name, 0) + 1
+    return {name: count / (small.width * small.height) for name, count in counts.items()}
+
+
+@pytest.mark.parametrize(
+    ("occasion", "ground", "accent"),
+    [
+        ("Halloween", "orange", "black"),
+        ("Valentine's Day", "pink", "red"),
+        ("Christmas", "green", "red"),
+        ("Christmas Eve", "green", "red"),
+        ("Lunar New Year", "red", "gold"),
+        ("Black Friday", "black", "gold"),
+        ("Eid al-Fitr", "green", "gold"),
+        ("St. Patrick's Day", "green", "white"),
+    ],
+)
+def test_badges_wear_their_occasions_colours(occasion, ground, accent):
+    """A badge tells its occasion at a glance: its ground colour fills most of it, its accent marks the medal."""
+    shares = colour_shares(render(badge("Spooky Soju Sipper", occasion)))
+    assert shares.get(ground, 0) > 0.4, shares
+    assert shares.get(accent, 0) > 0.02, shares
+
+
+def test_every_celebration_the_local_writer_knows_has_its_own_look():
+    known = {look for _pattern, look in local_image_gen.BADGE_LOOKS}
+    names = {name for year in (2025, 2026) for _day, name in local_achievement_gen._observances(year)}
+    names |= local_achievement_gen.MAJOR
+    names |= {name for pattern in local_achievement_gen.FLAVOURS for name in pattern.split("|")}
+    for name in names:
+        assert local_image_gen.badge_look(name) in known, name
+    assert len({local_image_gen.badge_look(name).shape for name in names}) >= 12  # emblems differ too
+
+
+def test_other_occasions_get_a_bright_look_of_their_own():
+    one, other = local_image_gen.badge_look("Culture Day"), local_image_gen.badge_look("Hangeul Proclamation")
+    assert one == local_image_gen.badge_look("Culture Day") and one != other
+    assert one not in {look for _pattern, look in local_image_gen.BADGE_LOOKS}
+    assert min(ImageStat.Stat(render(badge("Curious Culture Fan", "Culture Day"))).mean) > 80  # bright, not murky
 
 
 @pytest.mark.parametrize("index", range(4))

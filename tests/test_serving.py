@@ -14,6 +14,8 @@ import requests
 from gunicorn.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 
+from config import Settings
+from main import startup_line
 from serving import REPO, running, server_env
 
 
@@ -65,6 +67,7 @@ def test_python_main_serves_under_gunicorn(tmp_path, sqlite_url):
         assert response.headers["Server"].startswith("gunicorn")
         assert response.headers["X-Request-ID"] == "r-1"
         assert len(server.wait_for_log(r"Booting worker with pid", 2)) == 2  # WEB_CONCURRENCY
+        assert_startup_line(server, tmp_path)
         log = server.log()
     assert "Using worker: gthread" in log
     assert re.search(r"method=GET path=/view-all-achievement status=200 duration_ms=\S+ request_id=r-1", log)
@@ -76,9 +79,36 @@ def test_python_main_with_flask_debug_runs_werkzeug(tmp_path, sqlite_url):
         response = requests.get(server.url("/view-all-achievement"), timeout=10)
         assert response.status_code == 200
         assert response.headers["Server"].startswith("Werkzeug")
+        assert_startup_line(server, tmp_path)
         metrics = requests.get(server.url("/metrics"), timeout=10).text
         assert requests_total(metrics, "/view-all-achievement", "200") == 1
     assert "Restarting with" in server.log()  # the reloader's child serves
+
+
+def assert_startup_line(server, folder) -> None:
+    """One line says where the service listens and what it runs on; its docs link works."""
+    lines = server.wait_for_log(r"Serving on .*")
+    assert len(lines) == 1, server.tail()
+    line = lines[0]
+    assert line.startswith(f"Serving on {server.base_url} (API docs: {server.base_url}/docs); "), line
+    assert f"database sqlite:///{folder}/app.db; images in folder {folder}/images;" in line, line
+    assert line.endswith("image providers local; text provider local"), line
+    docs = re.search(r"API docs: (\S+)\)", line).group(1)
+    assert requests.get(docs, timeout=10).status_code == 200
+
+
+def test_startup_line_names_the_stores_without_secrets():
+    line = startup_line(Settings(
+        database_url="postgresql+psycopg://shop:hunter2pw@db.internal:5432/shop", image_store_url="s3://badges/png",
+        s3_endpoint_url="http://minio:s3cretpw@127.0.0.1:9000", clipdrop_api_key="cd-test-key",
+        stability_api_key="sk-test-stability", openai_api_key="sk-test-openai",
+    ), "http://0.0.0.0:8000")
+    assert line == ("Serving on http://0.0.0.0:8000 (API docs: http://0.0.0.0:8000/docs); "
+                    "database postgresql+psycopg://shop:***@db.internal:5432/shop; "
+                    "images in s3://badges/png at http://minio:***@127.0.0.1:9000; "
+                    "image providers clipdrop, stability; text provider openai")
+    for secret in ("hunter2pw", "s3cretpw", "cd-test-key", "sk-test"):
+        assert secret not in line
 
 
 def test_production_refuses_to_start_on_an_empty_database(tmp_path):
