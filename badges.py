@@ -117,10 +117,13 @@ class Signer:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Load the signing key (production refuses to start without one) and register the routes."""
+    """Load the signing key (production refuses to start without one); register the routes and the pages."""
     key = load_key(settings)
     app.extensions["badge_signer"] = Signer(key, key.thumbprint())
     app.register_blueprint(bp)
+    from pages import pages  # the pages import this module
+
+    app.register_blueprint(pages)
 
 
 def signer() -> Signer:
@@ -215,7 +218,8 @@ def build_credential(row: BadgeCredential, achievement: Achievement) -> dict:
                 "type": ["Achievement"],
                 "name": achievement.name,
                 "description": achievement.description,
-                "criteria": {"narrative": f"Awarded for {achievement.occasion}, with a {achievement.product_type}."},
+                "criteria": {"narrative": f"Celebrated {achievement.occasion} with a purchase in "
+                                          f"{achievement.product_type}."},
                 "image": {"id": f"{base}/get-achievement-image?achievement_id={achievement.id}", "type": "Image",
                           "caption": achievement.name},
             },
@@ -403,7 +407,7 @@ def _expiry(claims: dict) -> str:
 # --- routes ---------------------------------------------------------------------------------------
 
 
-def _session() -> Session:
+def session() -> Session:
     """The request's session: the one main.get_session opens under `g.db` and the app's teardown closes."""
     if "db" not in g:
         g.db = current_app.extensions["sessionmaker"]()
@@ -429,7 +433,7 @@ def held_credential(session: Session, user_id: int, achievement_id: int) -> tupl
 
 def signed_credential(user_id: int, achievement_id: int) -> tuple[dict, str, Achievement]:
     """The credential of the user's award, as JSON and as a VC-JWT, with its achievement."""
-    row, achievement = held_credential(_session(), user_id, achievement_id)
+    row, achievement = held_credential(session(), user_id, achievement_id)
     credential = build_credential(row, achievement)
     return credential, signer().sign(credential), achievement
 
@@ -487,10 +491,10 @@ def get_status_list(status_list: str):
     """The BitstringStatusListCredential of one list: JSON, or a VC-JWT when asked for one."""
     as_jwt = wants_jwt()
     number = parse_int(status_list, "status_list", 1)
-    session = _session()
-    if number > last_list(session):
+    db = session()
+    if number > last_list(db):
         raise NotFound(f"No status list {number}.", code="status_list_not_found")
-    response = vc_response(status_list_credential(session, number), as_jwt)
+    response = vc_response(status_list_credential(db, number), as_jwt)
     response.headers["Cache-Control"] = "public, max-age=60"
     return response
 
@@ -513,4 +517,4 @@ def post_verify():
                            field="credential")
         if not isinstance(token, str):
             raise ApiError("'credential' must be a string (a VC-JWT).", code="invalid_parameter", field="credential")
-    return jsonify(verify(_session(), token))
+    return jsonify(verify(session(), token))
