@@ -71,11 +71,14 @@ def load_key(settings: Settings) -> OKPKey:
     value = settings.badge_signing_key
     if value:
         pem = value.replace("\\n", "\n")  # a one-line environment variable may carry the PEM's newlines escaped
-        if not pem.lstrip().startswith("-----BEGIN"):
-            pem = Path(value).read_text()
-        key = OKPKey.import_key(pem)
-        if key.curve_name != "Ed25519" or not key.is_private:
-            raise SystemExit("BADGE_SIGNING_KEY must be an Ed25519 private key (PEM)")
+        try:
+            if not pem.lstrip().startswith("-----BEGIN"):
+                pem = Path(value).read_text()
+            key = OKPKey.import_key(pem)
+        except (OSError, ValueError, TypeError, JoseError):
+            key = None
+        if key is None or key.curve_name != "Ed25519" or not key.is_private:
+            raise SystemExit("BADGE_SIGNING_KEY must be an Ed25519 private key: PEM text, or the path of a PEM file")
         return key
     if settings.is_production:
         raise SystemExit("APP_ENV=production needs BADGE_SIGNING_KEY (an Ed25519 private key, PEM) to be set")
