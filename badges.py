@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from config import Settings
-from errors import ApiError, NotFound
+from errors import ApiError, InvalidParameter, NotFound
 from models import Achievement, BadgeCredential, User, UserAchievement
 from params import parse_id, parse_int, parse_json_object
 from providers import add_text_chunks
@@ -418,9 +418,12 @@ def session() -> Session:
 
 
 def wants_jwt() -> bool:
-    """`?format=jwt`, or an Accept header that prefers the VC-JWT to JSON."""
-    if request.args.get("format") == "jwt":
-        return True
+    """`?format=jwt` (or `json`), else an Accept header that prefers the VC-JWT to JSON."""
+    chosen = request.args.get("format")
+    if chosen not in (None, "json", "jwt"):
+        raise InvalidParameter("format", "'format' must be 'json' or 'jwt'.")
+    if chosen:
+        return chosen == "jwt"
     return request.accept_mimetypes.best_match(["application/json", VC_JWT]) == VC_JWT
 
 
