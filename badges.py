@@ -507,15 +507,12 @@ def get_status_list(status_list: str):
 
 @bp.post("/verify")
 def post_verify():
-    """Verify a baked PNG, a `{"credential": "<VC-JWT>"}` body or a bare VC-JWT, and say which check failed."""
+    """Verify a baked PNG or a `{"credential": "<VC-JWT>"}` body, and say which check failed."""
     body = request.get_data(cache=True)
-    mimetype = request.mimetype
-    if mimetype == "image/png" or body.startswith(PNG_SIGNATURE):
+    if request.mimetype == "image/png" or body.startswith(PNG_SIGNATURE):
         token = baked_credential(body)
         if token is None:
             raise ApiError(f"The PNG has no iTXt chunk '{CHUNK_KEYWORD}'.", status=422, code="no_credential")
-    elif mimetype in (VC_JWT, "text/plain"):
-        token = body.decode("utf-8", errors="replace")
     else:
         token = parse_json_object(body).get("credential")
         if token is None:
