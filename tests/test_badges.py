@@ -276,3 +276,14 @@ def test_production_refuses_to_start_without_a_usable_signing_key(tmp_path):
         create_app({**config, "BADGE_SIGNING_KEY": "not a key"})
     app = create_app({**config, "BADGE_SIGNING_KEY": TEST_SIGNING_KEY})
     app.extensions["engine"].dispose()
+
+
+def test_a_credential_whose_award_row_is_gone_reads_as_revoked(awarded, app):
+    token = get_jwt(awarded, achievement=1)
+    index = int(verify(awarded, token)["credential"]["credentialStatus"]["statusListIndex"])
+    with app.extensions["sessionmaker"]() as session:
+        session.query(BadgeCredential).filter_by(achievement_id=1).delete()  # as a deleted user's rows would go
+        session.commit()
+    assert bit(status_bits(awarded), index) == 1
+    assert verify(awarded, token)["checks"]["status"] == "revoked"
+    assert verify(awarded, get_jwt(awarded, achievement=2))["checks"]["status"] == "active"
