@@ -257,6 +257,14 @@ def status_bits(session: Session, status_list: int) -> bytes:
     return bytes(bits)
 
 
+def status_bit(session: Session, serial: int) -> int:
+    """One credential's bit, as `status_bits` sets it, without building the whole list (a full one takes ~150 ms)."""
+    last = session.scalar(select(func.max(BadgeCredential.serial))) or 0
+    active = session.scalar(select(BadgeCredential.serial).where(
+        BadgeCredential.serial == serial, BadgeCredential.revoked_at.is_(None)))
+    return int(serial <= last and active is None)
+
+
 def encode_list(bits: bytes) -> str:
     """Multibase base64url (prefix "u", no padding) of the GZIP of the bits."""
     compressed = gzip.compress(bits, mtime=0)
@@ -389,8 +397,7 @@ def _status(session: Session, claims: dict) -> str:
         return "unknown"
     if not 1 <= status_list <= last_list(session) or not 0 <= position < LIST_SIZE:
         return "unknown"
-    bits = decode_list(status_list_credential(session, status_list)["credentialSubject"]["encodedList"])
-    return "revoked" if bit(bits, position) else "active"
+    return "revoked" if status_bit(session, (status_list - 1) * LIST_SIZE + position) else "active"
 
 
 def _expiry(claims: dict) -> str:
