@@ -15,12 +15,15 @@ from pathlib import Path
 import jsonschema_rs
 import jwt as pyjwt
 import pytest
+from alembic import command
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import create_engine, insert
+from sqlalchemy.pool import NullPool
 
 import migrate
-from conftest import TEST_SIGNING_KEY, count_rows, png_size
+from conftest import DATABASES, TEST_SIGNING_KEY, count_rows, png_size, postgres_base_url, postgres_schema
 from main import create_app
-from models import BadgeCredential
+from models import Achievement, BadgeCredential, User, UserAchievement
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "open_badge_credential.json").read_text())
 CREDENTIAL = "/users/{user}/achievements/{achievement}/credential"
@@ -287,3 +290,31 @@ def test_a_credential_whose_award_row_is_gone_reads_as_revoked(awarded, app):
     assert bit(status_bits(awarded), index) == 1
     assert verify(awarded, token)["checks"]["status"] == "revoked"
     assert verify(awarded, get_jwt(awarded, achievement=2))["checks"]["status"] == "active"
+
+
+@pytest.fixture(params=DATABASES)
+def empty_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        with postgres_schema(postgres_base_url()) as url:
+            yield url
+
+
+def test_upgrading_issues_credentials_for_awards_made_before_badges(empty_url, make_app):
+    command.upgrade(migrate.alembic_config(empty_url), "0004")
+    engine = create_engine(empty_url, poolclass=NullPool)
+    moment = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    with engine.begin() as connection:  # as version 0004 of the service wrote them
+        connection.execute(insert(User.__table__), [{"name": "Ann", "recommendations": {}, "created_at": moment}])
+        connection.execute(insert(Achievement.__table__), [{"name": "Early Bird", "description": "First!",
+                                                            "occasion": "Holi", "product_type": "tea",
+                                                            "created_at": moment}])
+        connection.execute(insert(UserAchievement.__table__), [{"user_id": 1, "achievement_id": 1,
+                                                                "awarded_at": moment}])
+    engine.dispose()
+    migrate.upgrade(empty_url)
+    client = make_app(DATABASE_URL=empty_url).test_client()
+    credential = client.get(CREDENTIAL.format(user=1, achievement=1)).get_json()
+    assert credential["validFrom"] == "2026-03-04T05:06:07Z" and credential["name"] == "Early Bird"
+    assert verify(client, get_jwt(client))["checks"] == ALL_OK

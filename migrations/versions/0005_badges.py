@@ -7,6 +7,9 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
+import secrets
+import uuid
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -38,6 +41,23 @@ def upgrade() -> None:
     )
     op.create_index("ix_badge_credentials_user_id", "badge_credentials", ["user_id"])
     op.create_index("ix_badge_credentials_achievement_id", "badge_credentials", ["achievement_id"])
+    issue_for_existing_awards()
+
+
+def issue_for_existing_awards() -> None:
+    """Awards made before badges existed get their credential too, dated when they were awarded."""
+    awarded = sa.table("user_achievements", sa.column("user_id"), sa.column("achievement_id"),
+                       sa.column("awarded_at", Timestamp))
+    awards = op.get_bind().execute(sa.select(awarded.c.user_id, awarded.c.achievement_id, awarded.c.awarded_at)
+                                   .order_by(awarded.c.awarded_at, awarded.c.user_id, awarded.c.achievement_id)).all()
+    credentials = sa.table("badge_credentials", sa.column("id"), sa.column("user_id"), sa.column("achievement_id"),
+                           sa.column("salt"), sa.column("issued_at", Timestamp))
+    if awards:
+        op.bulk_insert(credentials, [
+            {"id": str(uuid.uuid4()), "user_id": user_id, "achievement_id": achievement_id,
+             "salt": secrets.token_hex(16), "issued_at": awarded_at}
+            for user_id, achievement_id, awarded_at in awards
+        ])
 
 
 def downgrade() -> None:
