@@ -111,6 +111,7 @@ class Signer:
     kid: str
 
     def public_jwk(self) -> dict[str, str]:
+        """The public half as a JWK, with its kid, for /.well-known/jwks.json."""
         return {**self.key.as_dict(private=False), "kid": self.kid, "use": "sig", "alg": ALG}
 
     def sign(self, credential: dict) -> str:
@@ -130,6 +131,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 
 def signer() -> Signer:
+    """The app's badge signer."""
     return current_app.extensions["badge_signer"]
 
 
@@ -182,12 +184,14 @@ def base_url() -> str:
 
 
 def issuer_profile() -> dict:
+    """The issuer's Open Badges Profile, at this service's base URL."""
     base = base_url()
     return {"id": f"{base}/issuer", "type": ["Profile"],
             "name": current_app.extensions["settings"].badge_issuer_name, "url": base}
 
 
 def timestamp(moment: datetime) -> str:
+    """A UTC timestamp as VC dates write it: seconds, with Z."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -280,10 +284,12 @@ def decode_list(encoded: str) -> bytes:
 
 
 def bit(bits: bytes, index: int) -> int:
+    """Bit `index` of a bitstring, index 0 being the left-most bit of the first byte."""
     return (bits[index // 8] >> (7 - index % 8)) & 1
 
 
 def last_list(session: Session) -> int:
+    """The number of the latest status list in use (1 when none is)."""
     return status_position(session.scalar(select(func.max(BadgeCredential.serial))) or 0)[0]
 
 
@@ -452,6 +458,7 @@ def signed_credential(user_id: int, achievement_id: int) -> tuple[dict, str, Ach
 
 
 def vc_response(credential: dict, as_jwt: bool):
+    """A credential answered as JSON, or signed as a VC-JWT; it varies with Accept."""
     if as_jwt:
         response = current_app.response_class(signer().sign(credential), mimetype=VC_JWT)
     else:

@@ -21,6 +21,7 @@ CSP = "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; base-uri 
 
 @pages.after_request
 def page_headers(response):
+    """Every page: a policy that forbids scripts and other hosts' styles, and no caching of the verdict."""
     response.headers["Content-Security-Policy"] = CSP
     response.headers.setdefault("Cache-Control", "no-cache")  # the verification line may change at any time
     return response
@@ -28,6 +29,7 @@ def page_headers(response):
 
 @pages.context_processor
 def site() -> dict:
+    """The site name the templates show."""
     return {"site_name": current_app.extensions["settings"].badge_issuer_name}
 
 
@@ -41,6 +43,7 @@ def page_error(error: ApiError):
 
 
 def absolute(path: str) -> str:
+    """`path` as an absolute URL, on BADGE_ISSUER_URL when set."""
     return badges.base_url() + path
 
 
