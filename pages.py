@@ -64,7 +64,8 @@ def share(user_id: str, achievement_id: str):
         og={"title": f"{achievement.name}: a badge from {credential['issuer']['name']}",
             "description": achievement.description, "image": absolute(links["badge"]),
             "url": absolute(url_for("pages.share", **ids)),
-            "image_alt": f"The {achievement.name} badge"},
+            "image_alt": f"The {achievement.name} badge",
+            "image_size": (achievement.image_width, achievement.image_height)},
     )
 
 

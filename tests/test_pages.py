@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from conftest import png_size
 from serving import REPO, running, server_env
 
 CHROMIUM = "/usr/bin/chromium"
@@ -71,6 +72,7 @@ def test_share_page_has_the_badge_its_words_and_a_card(site):
     assert (image.scheme, image.netloc, image.path) == ("http", "localhost", "/users/1/achievements/1/badge.png")
     baked = site.get(image.path)
     assert baked.status_code == 200 and baked.mimetype == "image/png"
+    assert (int(page.meta["og:image:width"]), int(page.meta["og:image:height"])) == png_size(baked.data)
     assert page.lang == "en" and page.headings[0] == "h1" and "viewport" in page.meta
     assert page.images and all(img.get("alt") for img in page.images)
     assert page.loads == []  # no script, no style sheet: styles are inline
