@@ -119,6 +119,7 @@ def test_the_credential_has_the_shape_of_an_open_badge(awarded, users):
     for broken in [{k: v for k, v in credential.items() if k != "credentialStatus"},
                    {**credential, "credentialStatus": {**credential["credentialStatus"], "statusListIndex": 1}},
                    {**credential, "credentialSubject": {**subject, "identifier": [{**identity, "identityHash": "1"}]}},
+                   {**credential, "credentialSubject": {**subject, "identifier": [{**identity, "identityType": "x"}]}},
                    {**credential, "type": ["VerifiableCredential"]}]:
         assert not validator.is_valid(broken)
 
