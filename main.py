@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import wrap_file
 
+import badges
 import migrate
 import observability
 import seed
@@ -102,6 +103,7 @@ def create_app(config: dict | None = None) -> Flask:
     CORS(app, origins=list(settings.cors_origins), expose_headers=["ETag", "Retry-After", "X-Request-ID"])
     app.register_blueprint(bp)
     app.register_blueprint(docs)
+    badges.init_app(app, settings)
     limit_generation(app, settings)
     app.teardown_appcontext(close_session)
     app.register_error_handler(HTTPException, handle_http_error)
@@ -416,6 +418,7 @@ def add_achievement():
     if session.get(UserAchievement, (user_id, achievement_id)) is None:
         session.add(UserAchievement(user_id=user_id, achievement_id=achievement_id))
         try:
+            badges.issue(session, user_id, [achievement_id])
             session.commit()
             return jsonify({"message": "Successfully attributed user to achievement"}), 201
         except IntegrityError:  # another request awarded it at the same moment
@@ -486,6 +489,7 @@ def assign_achievements():
         raise NotFound(f"Unknown achievement ids: {unknown}.", code="achievement_not_found", unknown_ids=unknown)
     session.execute(delete(UserAchievement).where(UserAchievement.user_id == user_id))
     session.add_all(UserAchievement(user_id=user_id, achievement_id=i) for i in ids)
+    badges.sync(session, user_id, ids)  # revokes the credentials of removed achievements, issues the added ones
     session.commit()
     return jsonify({"message": "Achievements assigned to user", "achievement_ids": ids})
 

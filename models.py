@@ -138,6 +138,22 @@ class Achievement(ImageColumns, Base):
         return self.as_dict(*(getattr(self, column.key) for column in self.listed_columns()))
 
 
+class BadgeCredential(Base):
+    """An Open Badges credential issued for an award; its `serial` is its place in the revocation status lists."""
+
+    __tablename__ = "badge_credentials"
+    # AUTOINCREMENT: a serial (a status-list bit) is never handed out twice, even after rows are deleted.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    serial: Mapped[int] = mapped_column(Id, primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)  # a UUID: the credential's id is urn:uuid:<id>
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    achievement_id: Mapped[int] = mapped_column(Id, ForeignKey("achievements.id", ondelete="CASCADE"), index=True)
+    salt: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets its folder, WAL and a busy timeout so several workers can share it."""
     if url.startswith("sqlite"):

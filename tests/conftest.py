@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import responses
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy import create_engine, make_url
@@ -36,8 +38,11 @@ SETTING_NAMES = [
     "IMAGE_STORE_URL", "S3_ENDPOINT_URL", "IMAGE_PUBLIC_BASE_URL", "IMAGE_URL_TTL_S", "IMAGE_ACCEL_REDIRECT",
     "BADGE_SIGNING_KEY", "BADGE_ISSUER_NAME", "BADGE_ISSUER_URL",
 ]
+# A throwaway Ed25519 key for apps started with APP_ENV=production, which refuse to start without BADGE_SIGNING_KEY.
+TEST_SIGNING_KEY = Ed25519PrivateKey.generate().private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 # Children first, so TRUNCATE's CASCADE has nothing left to find.
-TABLES = ("user_achievements", "storefronts", "achievements", "users")
+TABLES = ("badge_credentials", "user_achievements", "storefronts", "achievements", "users")
 
 
 class BufferedClient(FlaskClient):

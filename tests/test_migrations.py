@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 import migrate
-from conftest import DATABASES, postgres_base_url, postgres_schema
+from conftest import DATABASES, TEST_SIGNING_KEY, postgres_base_url, postgres_schema
 from main import create_app
 from models import Base, make_engine
 from serving import REPO
@@ -98,7 +98,8 @@ def test_development_start_up_upgrades(empty_database, tmp_path):
 
 def test_production_refuses_a_database_behind_the_code(empty_database, tmp_path):
     config = {"TESTING": True, "APP_ENV": "production", "ADMIN_TOKEN": "t", "CORS_ORIGINS": "https://shop.example",
-              "DATABASE_URL": empty_database, "IMAGE_DIR": str(tmp_path / "images")}
+              "DATABASE_URL": empty_database, "IMAGE_DIR": str(tmp_path / "images"),
+              "BADGE_SIGNING_KEY": TEST_SIGNING_KEY}
     with pytest.raises(SystemExit, match="alembic upgrade head"):
         create_app(config)
     assert schema_differences(empty_database)  # production start-up never changes the schema itself

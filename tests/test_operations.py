@@ -18,6 +18,7 @@ from sqlalchemy import create_engine
 
 import clipdrop_gen
 from config import Settings
+from conftest import TEST_SIGNING_KEY
 
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens on the discard port: a remote provider fails at once
 SECRETS = {"ADMIN_TOKEN": "adm-5ecret-a1", "CLIPDROP_API_KEY": "cd-5ecret-b2", "STABILITY_API_KEY": "st-5ecret-c3",
@@ -208,13 +209,15 @@ def test_settings_never_show_secrets_in_their_repr():
 
 
 def test_production_warns_on_every_origin_and_per_worker_rate_counts(make_app, caplog):
-    make_app(APP_ENV="production", ADMIN_TOKEN="t", GENERATION_RATE_LIMIT="5/minute")
+    make_app(APP_ENV="production", ADMIN_TOKEN="t", GENERATION_RATE_LIMIT="5/minute",
+             BADGE_SIGNING_KEY=TEST_SIGNING_KEY)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any("CORS_ORIGINS" in message for message in warnings)
     assert any("RATELIMIT_STORAGE_URI" in message for message in warnings)
 
     caplog.clear()
-    make_app(APP_ENV="production", ADMIN_TOKEN="t", CORS_ORIGINS="https://shop.example")
+    make_app(APP_ENV="production", ADMIN_TOKEN="t", CORS_ORIGINS="https://shop.example",
+             BADGE_SIGNING_KEY=TEST_SIGNING_KEY)
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 

@@ -1,0 +1,96 @@
+"""Server-rendered pages for people: a badge's share page (with its Open Graph card) and the gallery."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, render_template, request, url_for
+from sqlalchemy import select
+
+import badges
+from errors import ApiError
+from models import Achievement, BadgeCredential, Storefront
+from params import parse_id, parse_int
+
+pages = Blueprint("pages", __name__)
+
+PER_PAGE = 12
+MAX_PAGE = 10_000
+# Everything a page uses comes from this service: no script at all, styles inline, images from us (or a CDN
+# the image store may hand out, hence any image source).
+CSP = "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+@pages.after_request
+def page_headers(response):
+    """Every page: a policy that forbids scripts and other hosts' styles, and no caching of the verdict."""
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers.setdefault("Cache-Control", "no-cache")  # the verification line may change at any time
+    return response
+
+
+@pages.context_processor
+def site() -> dict:
+    """The site name the templates show."""
+    return {"site_name": current_app.extensions["settings"].badge_issuer_name}
+
+
+@pages.errorhandler(ApiError)
+def page_error(error: ApiError):
+    """An error page for a browser, the usual JSON error for every other client."""
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+        html = render_template("error.html", error=error, title="Not found" if error.status == 404 else "Error")
+        return html, error.status, {**error.headers, "Content-Type": "text/html; charset=utf-8"}
+    return jsonify(error.to_dict()), error.status, error.headers
+
+
+def absolute(path: str) -> str:
+    """`path` as an absolute URL, on BADGE_ISSUER_URL when set."""
+    return badges.base_url() + path
+
+
+@pages.get("/share/<user_id>/<achievement_id>")
+def share(user_id: str, achievement_id: str):
+    """The share page of a user's badge: the badge, its words, whether it verifies, and its link-preview tags."""
+    ids = {"user_id": parse_id(user_id, "user_id"), "achievement_id": parse_id(achievement_id, "achievement_id")}
+    credential, token, achievement = badges.signed_credential(*ids.values())
+    result = badges.verify(badges.session(), token)  # what any verifier would conclude from the badge alone
+    links = {
+        "badge": url_for("badges.get_baked_badge", **ids),
+        "credential": url_for("badges.get_credential", **ids),
+        "jwt": url_for("badges.get_credential", **ids, format="jwt"),
+    }
+    return render_template(
+        "share.html", achievement=achievement, credential=credential, result=result, links=links,
+        issued=credential["validFrom"][:10], issuer=credential["issuer"],
+        og={"title": f"{achievement.name}: a badge from {credential['issuer']['name']}",
+            "description": achievement.description, "image": absolute(links["badge"]),
+            "url": absolute(url_for("pages.share", **ids)),
+            "image_alt": f"The {achievement.name} badge",
+            "image_size": (achievement.image_width, achievement.image_height)},
+    )
+
+
+@pages.get("/gallery")
+def gallery():
+    """The latest storefronts and badges, newest first, `PER_PAGE` of each per page."""
+    page = parse_int(request.args.get("page", "1"), "page", 1, MAX_PAGE)
+    offset = (page - 1) * PER_PAGE
+    session = badges.session()
+    storefronts = list(session.scalars(
+        select(Storefront).order_by(Storefront.id.desc()).offset(offset).limit(PER_PAGE + 1)))
+    awarded = list(session.execute(
+        select(BadgeCredential.user_id, Achievement)
+        .join(Achievement, Achievement.id == BadgeCredential.achievement_id)
+        .where(BadgeCredential.revoked_at.is_(None), Achievement.image_sha256.is_not(None))
+        .order_by(BadgeCredential.serial.desc()).offset(offset).limit(PER_PAGE + 1)))
+    more = len(storefronts) > PER_PAGE or len(awarded) > PER_PAGE
+    return render_template(
+        "gallery.html", storefronts=storefronts[:PER_PAGE], awarded=awarded[:PER_PAGE], page=page,
+        previous=url_for("pages.gallery", page=page - 1) if page > 1 else None,
+        next=url_for("pages.gallery", page=page + 1) if more else None,
+        og={"title": f"Gallery: {current_app.extensions['settings'].badge_issuer_name}",
+            "description": "The latest storefronts and badges made by Future x Past.",
+            "url": absolute(url_for("pages.gallery", page=page)),
+            "image": absolute(url_for("badges.get_baked_badge", user_id=awarded[0][0],
+                                      achievement_id=awarded[0][1].id)) if awarded else None,
+            "image_alt": f"The {awarded[0][1].name} badge" if awarded else None},
+    )
