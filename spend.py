@@ -21,6 +21,7 @@ from types import ModuleType
 import click
 import httpx2
 from flask import Blueprint, current_app, jsonify, request
+from flask.cli import with_appcontext
 from sqlalchemy import Engine, Float, Integer, String, case, func, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -295,7 +296,11 @@ def check_budget() -> None:
         return
     ledger: Ledger = app.extensions["ledger"]
     now = utc_now()
-    spent = ledger.spent(now.date())
+    spent = round(ledger.spent(now.date()), 9)  # sums of floats: 0.01 x 3 is 0.030000000000000002
+    if spent >= round(WARN_AT * budget, 9) and ledger.state is not None and ledger.state.claim(
+            f"budget-warned:{now.date()}", 2 * 86400):
+        log.warning("%.0f%% of today's generation budget is spent (%.4f of %g USD)", spent / budget * 100 if budget
+                    else 100, spent, budget)
     if spent >= budget:
         midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
         raise ApiError(
@@ -303,10 +308,6 @@ def check_budget() -> None:
             status=429, code="budget_exhausted", budget_usd=budget, spent_usd=round(spent, 6),
             headers={"Retry-After": str(max(1, int((midnight - now).total_seconds() + 0.999)))},
         )
-    if spent >= WARN_AT * budget and ledger.state is not None and ledger.state.claim(f"budget-warned:{now.date()}",
-                                                                                     86400 * 2):
-        log.warning("%.0f%% of today's generation budget is spent (%.4f of %g USD)", spent / budget * 100, spent,
-                    budget)
 
 
 def only_local(app) -> bool:
@@ -356,6 +357,7 @@ def usage():
 
 
 @click.command("usage")
+@with_appcontext
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, MAX_USAGE_DAYS),
               help="How many UTC days, today included.")
 @click.option("--group-by", "group_by", default="provider", show_default=True, type=click.Choice(GROUPS))
