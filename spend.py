@@ -328,7 +328,7 @@ def budget_remaining(app) -> float | None:
 
 
 def parse_usage_day(value: str | None, name: str) -> date | None:
-    if value is None or value == "":
+    if value is None:
         return None
     if not _ISO_DAY.fullmatch(value):
         raise InvalidParameter(name, f"'{name}' must be a date written YYYY-MM-DD.")
@@ -348,7 +348,11 @@ def usage():
     if group_by not in GROUPS:
         raise InvalidParameter("group_by", f"'group_by' must be one of: {', '.join(GROUPS)}.")
     start = parse_usage_day(request.args.get("from"), "from") or utc_now().date()
-    end = parse_usage_day(request.args.get("to"), "to") or start + timedelta(days=1)
+    end = parse_usage_day(request.args.get("to"), "to")
+    if end is None:
+        if start == date.max:
+            raise InvalidParameter("from", "'from' must be before 9999-12-31.")
+        end = start + timedelta(days=1)
     if end <= start:
         raise InvalidParameter("to", "'to' must be a later day than 'from'.")
     if (end - start).days > MAX_USAGE_DAYS:

@@ -16,10 +16,12 @@ import responses
 import time_machine
 from sqlalchemy import select, text
 
+from api_docs import load_openapi
 from conftest import generate
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, OPENAI_KEY, STABILITY_CORE_URL, STABILITY_KEY, image_bytes
 from spend import ProviderCall
 from test_openai_writer import GOOD, StubServer, chat, error
+from test_openapi import assert_documented
 
 EVENING = datetime(2026, 12, 1, 20, 0, tzinfo=UTC)  # 4 hours before the next UTC midnight
 NEXT_DAY = datetime(2026, 12, 2, 0, 0, 5, tzinfo=UTC)
@@ -228,8 +230,8 @@ def test_usage_groups_and_totals(make_app, http):
         assert client.get("/usage", headers=auth).get_json()["total"]["calls"] == 1
 
 
-@pytest.mark.parametrize("query", ["from=2026-13-01", "from=1.12.2026", "to=2026-12-01&from=2026-12-01",
-                                   "group_by=user", "from=2020-01-01&to=2026-01-01"])
+@pytest.mark.parametrize("query", ["from=2026-13-01", "from=1.12.2026", "to=", "from=9999-12-31", "group_by=user",
+                                   "to=2026-12-01&from=2026-12-01", "from=2020-01-01&to=2026-01-01"])
 def test_usage_refuses_bad_parameters(client, query):
     response = client.get(f"/usage?{query}")
     assert response.status_code == 400
@@ -286,6 +288,7 @@ def test_budget_reached_mid_day_refuses_until_the_next_utc_day(make_app, users, 
     body = refused.get_json()
     assert (body["code"], body["budget_usd"], body["spent_usd"]) == ("budget_exhausted", 0.025, 0.03)
     assert refused.headers["Retry-After"] == str(4 * 3600)
+    assert_documented(load_openapi(), "post", "/gen-new-storefront-images", refused)
     assert again.get_json()["code"] == "budget_exhausted"
     assert paid.call_count == 3  # refused before any provider call
     assert len(rows(app)) == 3
