@@ -297,8 +297,7 @@ def check_budget() -> None:
     ledger: Ledger = app.extensions["ledger"]
     now = utc_now()
     spent = round(ledger.spent(now.date()), 9)  # sums of floats: 0.01 x 3 is 0.030000000000000002
-    if spent >= round(WARN_AT * budget, 9) and ledger.state is not None and ledger.state.claim(
-            f"budget-warned:{now.date()}", 2 * 86400):
+    if spent >= round(WARN_AT * budget, 9) and first_warning(ledger, now.date()):
         log.warning("%.0f%% of today's generation budget is spent (%.4f of %g USD)", spent / budget * 100 if budget
                     else 100, spent, budget)
     if spent >= budget:
@@ -308,6 +307,17 @@ def check_budget() -> None:
             status=429, code="budget_exhausted", budget_usd=budget, spent_usd=round(spent, 6),
             headers={"Retry-After": str(max(1, int((midnight - now).total_seconds() + 0.999)))},
         )
+
+
+def first_warning(ledger: Ledger, day: date) -> bool:
+    """True for the one request of the whole service that is first to see the day's spend reach the warning."""
+    if ledger.state is None:
+        return True
+    try:
+        return ledger.state.claim(f"budget-warned:{day}", 2 * 86400)
+    except Exception:  # the shared store is down: a warning too many beats a failed generation
+        log.exception("could not share the budget warning")
+        return True
 
 
 def only_local(app) -> bool:
