@@ -146,51 +146,57 @@ def hammer(server, requests_count: int) -> list[int]:
         return list(pool.map(post, range(requests_count)))
 
 
+def served_by(server, path: str) -> set[str]:
+    """The worker processes whose log lines show they answered `path`."""
+    return set(re.findall(rf"\[(\d+)\] \[INFO\] method=POST path={re.escape(path)} ", server.log()))
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "redis"])
 def shared_service(request, tmp_path, sqlite_template):
-    """Settings for `python main.py` with its rate-limit count on each kind of store."""
+    """A database URL and settings for `python main.py` with its shared counts on each kind of store."""
     if request.param == "postgresql":
         with postgres_schema(postgres_base_url()) as url:
             yield url, {}
         return
     path = tmp_path / "app.db"
     shutil.copyfile(sqlite_template, path)
-    yield f"sqlite:///{path}", ({"RATELIMIT_STORAGE_URI": redis_url()} if request.param == "redis" else {})
+    extra = {}
+    if request.param == "redis":
+        extra = {"RATELIMIT_STORAGE_URI": redis_url()}
+        counters.RedisState(redis_url()).redis.delete(counters.RedisState.PREFIX + "cooldown:clipdrop")
+    yield f"sqlite:///{path}", extra
 
 
-def test_the_rate_limit_holds_across_gunicorn_workers(tmp_path, shared_service):
+@pytest.fixture(scope="module")
+def stability_stub():
+    stub = vendor_stub.start()
+    yield stub
+    stub.shutdown()
+    stub.server_close()
+
+
+def test_limits_and_cool_downs_hold_across_gunicorn_workers(tmp_path, shared_service, stability_stub):
+    """The service as `python main.py` starts it, with Clipdrop down and Stability AI (a local stub) serving."""
     database_url, extra = shared_service
-    env = server_env(tmp_path, database_url, WEB_CONCURRENCY="3", GENERATION_RATE_LIMIT="5/minute",
-                     TRUSTED_PROXIES="1", IMAGE_PROVIDER="local", **extra)
+    env = server_env(tmp_path, database_url, WEB_CONCURRENCY="3", GENERATION_RATE_LIMIT="4/minute",
+                     TRUSTED_PROXIES="1", PROVIDER_RETRIES="0", CLIPDROP_API_KEY=CLIPDROP_KEY,
+                     CLIPDROP_API_URL=f"http://127.0.0.1:{free_port()}", STABILITY_API_KEY=STABILITY_KEY,
+                     STABILITY_API_HOST=stability_stub.url, **extra)
+    before = stability_stub.calls["stability"]
     with running(env, tmp_path) as server:
         assert len(server.wait_for_log(r"Booting worker with pid", 3)) == 3
-        statuses = hammer(server, 24)
-        served_by = set(re.findall(r"\[(\d+)\] \[INFO\] method=POST", server.log()))
-    assert len(served_by) > 1, "one worker took every request: nothing was shared"
-    # Counted per worker, as before, this let 15 through (5 per worker).
-    assert sorted(statuses) == [404] * 5 + [429] * 19, server.tail()
-
-
-def test_a_cool_down_holds_across_gunicorn_workers(tmp_path, sqlite_template):
-    path = tmp_path / "app.db"
-    shutil.copyfile(sqlite_template, path)
-    stub = vendor_stub.start()
-    try:
-        env = server_env(tmp_path, f"sqlite:///{path}", WEB_CONCURRENCY="3", PROVIDER_RETRIES="0",
-                         CLIPDROP_API_KEY=CLIPDROP_KEY, CLIPDROP_API_URL=f"http://127.0.0.1:{free_port()}",
-                         STABILITY_API_KEY=STABILITY_KEY, STABILITY_API_HOST=stub.url)
-        with running(env, tmp_path) as server:
-            assert len(server.wait_for_log(r"Booting worker with pid", 3)) == 3
-            user = requests.post(server.url("/seed-specific"), timeout=10).json()["users"][0]["id"]
-            url = server.url(f"/gen-new-storefront-images?user_id={user}&shop_theme=tech")
-            statuses = [requests.post(url, timeout=60).status_code for _ in range(8)]
-            usage = requests.get(server.url("/usage"), timeout=10).json()
-            served_by = set(re.findall(r"\[(\d+)\] \[INFO\] method=POST path=/gen-new", server.log()))
-    finally:
-        stub.shutdown()
-        stub.server_close()
-    assert statuses == [200] * 8
-    assert len(served_by) > 1, "one worker took every request: nothing was shared"
-    calls = {group["key"]: group["calls"] for group in usage["groups"]}
-    assert calls == {"clipdrop": 1, "stability": 8}  # Clipdrop was tried once, by whichever worker came first
-    assert stub.calls["stability"] == 8
+        # Many threads at the edge of the limit: exactly the limit gets through, whichever worker answers.
+        statuses = hammer(server, 16)
+        hammered_workers = served_by(server, "/gen-new-storefront-images")
+        # Each generation from its own address (no limit): Clipdrop fails once, then every worker skips it.
+        user = requests.post(server.url("/seed-specific"), timeout=10).json()["users"][0]["id"]
+        url = server.url(f"/gen-new-storefront-images?user_id={user}&shop_theme=tech")
+        made = [requests.post(url, headers={"X-Forwarded-For": client_address()}, timeout=60).status_code
+                for _ in range(5)]
+        usage = requests.get(server.url("/usage"), timeout=10).json()
+    assert len(hammered_workers) > 1, "one worker took every request: nothing was shared"
+    # Counted per worker, as before this storage, 12 got through (4 per worker).
+    assert sorted(statuses) == [404] * 4 + [429] * 12, server.tail()
+    assert made == [200] * 5
+    assert {group["key"]: group["calls"] for group in usage["groups"]} == {"clipdrop": 1, "stability": 5}
+    assert stability_stub.calls["stability"] - before == 5
