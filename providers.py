@@ -113,8 +113,10 @@ class Generator:
 
     def generate_image(self, spec: ImageSpec) -> GeneratedImage:
         """Try the image providers in order, skipping those cooling down while another can serve."""
-        ready = [p for p in self.image_chain if not self.cooldown.active(p.NAME)]
-        cooling = [p for p in self.image_chain if p not in ready]
+        # A lone provider is always tried: no need to ask the shared store whether it is cooling down.
+        chain = self.image_chain
+        ready = [p for p in chain if not self.cooldown.active(p.NAME)] if len(chain) > 1 else list(chain)
+        cooling = [p for p in chain if p not in ready]
         last_error: ProviderError | None = None
         for provider in ready + cooling:
             try:
