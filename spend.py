@@ -72,12 +72,12 @@ class ProviderCall(Base):
 
 @dataclass(frozen=True)
 class Prices:
-    """What the vendors charge, in USD; each overridable by its PRICE_* setting."""
+    """What the vendors charge, in USD: the PRICE_* settings, whose defaults (config.py) are the vendors' prices."""
 
-    clipdrop_credit_usd: float = 0.01
-    stability_credit_usd: float = 0.01
-    openai_input_per_mtok_usd: float = 0.25
-    openai_output_per_mtok_usd: float = 2.00
+    clipdrop_credit_usd: float
+    stability_credit_usd: float
+    openai_input_per_mtok_usd: float
+    openai_output_per_mtok_usd: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Prices:
