@@ -89,7 +89,7 @@ def wait_until_ready(server: Server) -> None:
         try:
             if requests.get(server.url("/healthz"), timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or too busy starting to answer
             pass
         time.sleep(0.1)
     raise AssertionError(f"the server did not answer within {START_TIMEOUT_S} s:\n{server.log()}")
