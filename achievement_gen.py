@@ -18,6 +18,7 @@ from functools import lru_cache
 import openai
 
 import http_client
+import spend
 from config import Settings
 from errors import ContentRejected, ProviderBusy, ProviderError
 from provider_types import AchievementDraft
@@ -60,7 +61,7 @@ def write_achievement(day: date, product: str, settings: Settings) -> Achievemen
     if not settings.openai_api_key:
         raise ProviderError(NAME, "OpenAI needs OPENAI_API_KEY to be set.")
     client = _client(settings.openai_api_key, settings.openai_base_url, settings.provider_timeout_s,
-                     settings.provider_retries)
+                     settings.provider_retries, settings.openai_model)
     messages = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": _request(day, product)}]
     deadline = time.monotonic() + http_client.deadline_s(settings)
     attempts = settings.provider_retries + 1
@@ -76,9 +77,13 @@ def write_achievement(day: date, product: str, settings: Settings) -> Achievemen
 
 
 @lru_cache(maxsize=8)
-def _client(api_key: str, base_url: str | None, timeout: float, retries: int) -> openai.OpenAI:
-    """One client per configuration, built on first use (the SDK refuses to build without a key)."""
-    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=retries)
+def _client(api_key: str, base_url: str | None, timeout: float, retries: int, model: str) -> openai.OpenAI:
+    """One client per configuration, built on first use (the SDK refuses to build without a key).
+
+    Its transport writes each attempt the SDK makes, retries included, to the ledger (spend.py).
+    """
+    http = openai.DefaultHttpx2Client(transport=spend.RecordingTransport(model))
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=retries, http_client=http)
 
 
 def _request(day: date, product: str) -> str:

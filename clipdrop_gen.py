@@ -1,4 +1,7 @@
-"""Clipdrop text-to-image: one multipart `prompt`, a 1024x1024 PNG back, credits left in a response header."""
+"""Clipdrop text-to-image: one multipart `prompt`, a 1024x1024 PNG back, credits left in a response header.
+
+The credit headers are read by the ledger (spend.py), which shares the last count with every process.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +19,10 @@ MODEL = "clipdrop text-to-image v1"
 PATH = "/text-to-image/v1"
 MAX_PROMPT_CHARS = 1000
 
-_remaining_credits: int | None = None
-
 
 def is_configured(settings: Settings) -> bool:
     """Clipdrop is available when CLIPDROP_API_KEY is set."""
     return bool(settings.clipdrop_api_key)
-
-
-def remaining_credits() -> int | None:
-    """The credits Clipdrop reported left on our key at its last answer, or None before any answer."""
-    return _remaining_credits
 
 
 def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
@@ -35,11 +31,10 @@ def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     if not key:
         raise ProviderError(NAME, "Clipdrop needs CLIPDROP_API_KEY to be set.")
     response = http_client.post(
-        NAME, settings.clipdrop_api_url + PATH, settings,
+        NAME, settings.clipdrop_api_url + PATH, settings, model=MODEL,
         headers={"x-api-key": key},
         files={"prompt": (None, clip_prompt(spec.prompt), "text/plain")},
     )
-    _record_credits(response)
     http_client.refuse_unless_ok(NAME, response, key, "CLIPDROP_API_KEY")
     return RawImage(response.content, MODEL)
 
@@ -50,13 +45,3 @@ def clip_prompt(prompt: str) -> str:
     if len(prompt) <= MAX_PROMPT_CHARS:
         return prompt
     return prompt[: MAX_PROMPT_CHARS + 1].rsplit(" ", 1)[0][:MAX_PROMPT_CHARS]
-
-
-def _record_credits(response) -> None:
-    global _remaining_credits
-    if response.status_code == 402:
-        _remaining_credits = 0
-    value = response.headers.get("x-remaining-credits", "").strip()
-    if value.isdigit():
-        _remaining_credits = int(value)
-        log.info("clipdrop: %d credits left", _remaining_credits)

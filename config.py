@@ -55,6 +55,11 @@ class Settings:
     idempotency_ttl_s: float = 86400.0
     # Spend: a daily budget (UTC) of provider cost; None means none.
     generation_budget_usd: float | None = None
+    # The price table of the ledger, in USD (see README, "Spend and limits", for the sources).
+    price_clipdrop_credit_usd: float = 0.01
+    price_stability_credit_usd: float = 0.01
+    price_openai_input_per_mtok_usd: float = 0.25
+    price_openai_output_per_mtok_usd: float = 2.00
     # Image delivery: the store (disk under image_dir, or s3://bucket/prefix), and how nginx or a CDN serves it.
     image_store_url: str | None = None
     s3_endpoint_url: str | None = None
@@ -138,6 +143,14 @@ class Settings:
             idempotency_ttl_s=number("IDEMPOTENCY_TTL_S", defaults.idempotency_ttl_s, float, 1),
             generation_budget_usd=number("GENERATION_BUDGET_USD", None, float, 0)
             if get("GENERATION_BUDGET_USD") else None,
+            price_clipdrop_credit_usd=number("PRICE_CLIPDROP_CREDIT_USD", defaults.price_clipdrop_credit_usd,
+                                             float, 0),
+            price_stability_credit_usd=number("PRICE_STABILITY_CREDIT_USD", defaults.price_stability_credit_usd,
+                                              float, 0),
+            price_openai_input_per_mtok_usd=number("PRICE_OPENAI_INPUT_PER_MTOK_USD",
+                                                   defaults.price_openai_input_per_mtok_usd, float, 0),
+            price_openai_output_per_mtok_usd=number("PRICE_OPENAI_OUTPUT_PER_MTOK_USD",
+                                                    defaults.price_openai_output_per_mtok_usd, float, 0),
             image_store_url=_store_url(get("IMAGE_STORE_URL")),
             s3_endpoint_url=get("S3_ENDPOINT_URL"),
             image_public_base_url=(get("IMAGE_PUBLIC_BASE_URL") or "").rstrip("/") or None,

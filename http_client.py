@@ -25,6 +25,7 @@ from tenacity import (
     wait_random,
 )
 
+import spend
 from config import Settings
 from errors import ProviderBusy, ProviderError
 
@@ -45,13 +46,24 @@ def deadline_s(settings: Settings) -> float:
     return settings.provider_timeout_s * DEADLINE_TIMEOUTS
 
 
-def post(provider: str, url: str, settings: Settings, **kwargs) -> requests.Response:
-    """POST under the shared retry policy; returns a 2xx or a 4xx other than 429, else raises a ProviderError."""
+def post(provider: str, url: str, settings: Settings, model: str | None = None, **kwargs) -> requests.Response:
+    """POST under the shared retry policy; returns a 2xx or a 4xx other than 429, else raises a ProviderError.
+
+    Each attempt is written to the ledger (spend.py) as `model`, with what the vendor answered.
+    """
     deadline = time.monotonic() + deadline_s(settings)
 
     def attempt() -> requests.Response:
         timeout = min(settings.provider_timeout_s, max(deadline - time.monotonic(), 0.01))
-        return requests.post(url, timeout=timeout, **kwargs)
+        started = time.perf_counter()
+        try:
+            response = requests.post(url, timeout=timeout, **kwargs)
+        except requests.RequestException:
+            spend.record_attempt(seconds=time.perf_counter() - started, model=model)
+            raise
+        spend.record_attempt(seconds=time.perf_counter() - started, status=response.status_code,
+                             headers=response.headers, model=model)
+        return response
 
     retrying = Retrying(
         retry=retry_if_exception_type(TRANSIENT_ERRORS) | retry_if_result(_is_transient),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextvars
 import hmac
 import logging
 import os
@@ -27,9 +28,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import wrap_file
 
 import badges
+import counters
 import migrate
 import observability
 import seed
+import spend
 from api_docs import docs, load_openapi
 from config import Settings, read_env_file
 from errors import ApiError, NotFound, ProviderError
@@ -76,8 +79,6 @@ def create_app(config: dict | None = None) -> Flask:
         raise SystemExit("APP_ENV=production needs ADMIN_TOKEN to be set")
     if settings.is_production and "*" in settings.cors_origins:
         log.warning("CORS_ORIGINS is '*' in production: every web origin may call this API")
-    if settings.is_production and settings.generation_rate_limit and not settings.ratelimit_storage_uri:
-        log.warning("GENERATION_RATE_LIMIT is counted per worker process: set RATELIMIT_STORAGE_URI to share it")
 
     # No static folder: the service has no static files, and the docs assets come from their package.
     app = Flask(__name__, static_folder=None)
@@ -97,7 +98,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["engine"] = engine
     app.extensions["sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     app.extensions["image_store"] = ImageStore(settings.image_dir)
-    app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider)
+    state = counters.shared_state(engine, settings.ratelimit_storage_uri)
+    ledger = spend.init_app(app, engine, settings, state, metrics)
+    app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider, state=state, ledger=ledger)
     app.extensions["openapi"] = load_openapi()
 
     CORS(app, origins=list(settings.cors_origins), expose_headers=["ETag", "Retry-After", "X-Request-ID"])
@@ -117,8 +120,10 @@ def limit_generation(app: Flask, settings: Settings) -> None:
     """Apply GENERATION_RATE_LIMIT per client address to each generating route, counted separately."""
     if not settings.generation_rate_limit:
         return
+    # One count for every worker and machine: in the database, or where RATELIMIT_STORAGE_URI says.
+    storage_uri, storage_options = counters.limiter_storage(app.extensions["engine"], settings.ratelimit_storage_uri)
     limiter = Limiter(
-        get_remote_address, app=app, storage_uri=settings.ratelimit_storage_uri or "memory://",
+        get_remote_address, app=app, storage_uri=storage_uri, storage_options=storage_options,
         headers_enabled=True, default_limits=[],
     )
     for endpoint in ("api.generate_storefronts", "api.generate_achievement"):
@@ -287,6 +292,7 @@ def generate_storefronts():
     if not themes or any(theme not in recommendations for theme in themes):
         raise NotFound("Mismatch of Themes", code="theme_not_found", field="shop_theme")
 
+    spend.check_budget()
     specs = [storefront_spec(theme, list(recommendations[theme])) for theme in themes]
     results = run_concurrently(generator().generate_image, specs)
 
@@ -324,8 +330,10 @@ def run_concurrently(func, items: list) -> list:
 
     if len(items) == 1:
         return [call(items[0])]
+    # Each task runs in a copy of this request's context, so its provider calls know their route and request id.
+    contexts = [contextvars.copy_context() for _ in items]
     with ThreadPoolExecutor(max_workers=min(MAX_THEME_WORKERS, len(items))) as pool:
-        return list(pool.map(call, items))
+        return list(pool.map(lambda context, item: context.run(call, item), contexts, items))
 
 
 def combined_error(errors: list[ProviderError]) -> ProviderError:
@@ -394,6 +402,7 @@ def generate_achievement():
     """Write an achievement for the celebration nearest a date and a product, with its badge image."""
     day = parse_day(param("date"), "date", today=datetime.now(UTC).date())
     product = parse_text(param("product"), "product")
+    spend.check_budget()
     draft = generator().write_achievement(day, product)
     image = generator().generate_image(badge_spec(draft))
 

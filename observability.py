@@ -7,7 +7,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 from flask import Flask, Response, g, request
 
-import clipdrop_gen
 from errors import ContentRejected, ProviderBusy
 
 log = logging.getLogger("futurepast.requests")
@@ -75,6 +74,8 @@ class Metrics:
         self.credits = prom.Gauge(
             "provider_credits_remaining", "Credits left at a provider, as its last answer said.", ["provider"],
             multiprocess_mode="mostrecent", registry=self.registry)
+        # Called before each scrape: figures kept in shared storage (credits, budget) are set from it then.
+        self.refreshers: list[Callable[[], None]] = []
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(request.method, route, str(status)).inc()
@@ -97,17 +98,14 @@ class Metrics:
         finally:
             self.generations.labels(kind, provider, outcome).inc()
             self.provider_seconds.labels(kind, provider).observe(time.perf_counter() - started)
-            if provider == clipdrop_gen.NAME:
-                self.record_clipdrop_credits()
-
-    def record_clipdrop_credits(self) -> None:
-        remaining_credits = getattr(clipdrop_gen, "remaining_credits", None)
-        credits = remaining_credits() if remaining_credits is not None else None
-        if credits is not None:
-            self.credits.labels(clipdrop_gen.NAME).set(credits)
 
     def exposition(self) -> Response:
         """Every metric in Prometheus' text format; under gunicorn, added up over all workers."""
+        for refresh in self.refreshers:
+            try:
+                refresh()
+            except Exception:  # a scrape still answers with what it has
+                log.exception("could not refresh a metric before the scrape")
         registry = self.registry
         if self.multiprocess:
             from prometheus_client import multiprocess

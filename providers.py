@@ -25,8 +25,10 @@ import achievement_gen
 import clipdrop_gen
 import local_achievement_gen
 import local_image_gen
+import spend
 import stability_gen
 from config import Settings
+from counters import SharedState
 from errors import ContentRejected, ProviderError
 from provider_types import AchievementDraft, GeneratedImage, ImageSpec, RawImage
 
@@ -65,19 +67,33 @@ def badge_spec(draft: AchievementDraft) -> ImageSpec:
 
 
 class Cooldown:
-    """Remembers which providers failed recently; shared by every thread of a worker."""
+    """Remembers which providers failed recently: in this process, or for every process through shared state."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, state: SharedState | None = None) -> None:
         self.seconds = seconds
+        self.state = state
         self._until: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def fail(self, name: str) -> None:
-        if self.seconds > 0:
-            with self._lock:
-                self._until[name] = time.monotonic() + self.seconds
+        if self.seconds <= 0:
+            return
+        if self.state is not None:
+            try:
+                self.state.put(f"cooldown:{name}", 1, self.seconds)
+                return
+            except Exception:  # the shared store is down: remember it here rather than fail the request
+                log.exception("could not share the cool-down of %s", name)
+        with self._lock:
+            self._until[name] = time.monotonic() + self.seconds
 
     def active(self, name: str) -> bool:
+        if self.state is not None:
+            try:
+                if self.state.get(f"cooldown:{name}") is not None:
+                    return True
+            except Exception:
+                log.exception("could not read the cool-down of %s", name)
         with self._lock:
             return self._until.get(name, 0.0) > time.monotonic()
 
@@ -86,21 +102,25 @@ class Generator:
     """The providers chosen by the settings, and how a request moves through them."""
 
     def __init__(self, settings: Settings,
-                 watch: Callable[[str, str], AbstractContextManager] | None = None) -> None:
+                 watch: Callable[[str, str], AbstractContextManager] | None = None,
+                 state: SharedState | None = None, ledger: spend.Ledger | None = None) -> None:
         self.settings = settings
         self.watch = watch or (lambda _kind, _provider: nullcontext())  # metrics: observability.watch_provider
-        self.cooldown = Cooldown(settings.provider_cooldown_s)
+        self.cooldown = Cooldown(settings.provider_cooldown_s, state)
+        self.ledger = ledger  # spend.Ledger: a row per provider call
         self.image_chain = image_chain(settings)
         self.text_provider = text_provider(settings)
 
     def generate_image(self, spec: ImageSpec) -> GeneratedImage:
         """Try the image providers in order, skipping those cooling down while another can serve."""
-        ready = [p for p in self.image_chain if not self.cooldown.active(p.NAME)]
-        cooling = [p for p in self.image_chain if p not in ready]
+        # A lone provider is always tried: no need to ask the shared store whether it is cooling down.
+        chain = self.image_chain
+        ready = [p for p in chain if not self.cooldown.active(p.NAME)] if len(chain) > 1 else list(chain)
+        cooling = [p for p in chain if p not in ready]
         last_error: ProviderError | None = None
         for provider in ready + cooling:
             try:
-                with self.watch("image", provider.NAME):
+                with self.watch("image", provider.NAME), spend.calls(self.ledger, "image", provider):
                     png = to_png(provider.generate_image(spec, self.settings), spec, provider.NAME)
                 return GeneratedImage(png, spec.width, spec.height, provider.NAME)
             except ContentRejected:
@@ -115,7 +135,7 @@ class Generator:
 
     def write_achievement(self, day: date, product: str) -> AchievementDraft:
         """Ask the text provider for an achievement tied to the celebration nearest `day`."""
-        with self.watch("text", self.text_provider.NAME):
+        with self.watch("text", self.text_provider.NAME), spend.calls(self.ledger, "text", self.text_provider):
             return self.text_provider.write_achievement(day, product, self.settings)
 
 

@@ -37,7 +37,7 @@ def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     if engine == "core" and spec.kind in CORE_STYLES:
         fields["style_preset"] = CORE_STYLES[spec.kind]
     response = http_client.post(
-        NAME, settings.stability_api_host + PATH.format(engine=engine), settings,
+        NAME, settings.stability_api_host + PATH.format(engine=engine), settings, model=f"stable-image-{engine}",
         headers={"authorization": f"Bearer {key}", "accept": "image/*"},
         files={"none": ""},  # forces multipart/form-data for text-only fields
         data=fields,

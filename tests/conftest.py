@@ -36,13 +36,15 @@ SETTING_NAMES = [
     "WEB_CONCURRENCY", "WORKER_THREADS", "TRUSTED_PROXIES", "PROMETHEUS_MULTIPROC_DIR", "FLASK_DEBUG",
     "JOB_WORKERS", "JOB_STALE_S", "CELERY_BROKER_URL", "IDEMPOTENCY_TTL_S", "GENERATION_BUDGET_USD",
     "IMAGE_STORE_URL", "S3_ENDPOINT_URL", "IMAGE_PUBLIC_BASE_URL", "IMAGE_URL_TTL_S", "IMAGE_ACCEL_REDIRECT",
-    "BADGE_SIGNING_KEY", "BADGE_ISSUER_NAME", "BADGE_ISSUER_URL",
+    "BADGE_SIGNING_KEY", "BADGE_ISSUER_NAME", "BADGE_ISSUER_URL", "PRICE_CLIPDROP_CREDIT_USD",
+    "PRICE_STABILITY_CREDIT_USD", "PRICE_OPENAI_INPUT_PER_MTOK_USD", "PRICE_OPENAI_OUTPUT_PER_MTOK_USD",
 ]
 # A throwaway Ed25519 key for apps started with APP_ENV=production, which refuse to start without BADGE_SIGNING_KEY.
 TEST_SIGNING_KEY = Ed25519PrivateKey.generate().private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 # Children first, so TRUNCATE's CASCADE has nothing left to find.
-TABLES = ("badge_credentials", "user_achievements", "storefronts", "achievements", "users")
+TABLES = ("badge_credentials", "user_achievements", "storefronts", "achievements", "users", "provider_calls",
+          "shared_counters")
 
 
 class BufferedClient(FlaskClient):

@@ -132,7 +132,8 @@ def assert_error_schema(document: dict, schema: dict, where) -> None:
 def test_admin_routes_declare_the_bearer_scheme(document):
     operations = document_operations(document)
     admin = {key for key, operation in operations.items() if {"adminToken": []} in operation.get("security", [])}
-    assert admin == {("delete", "/delete-all-storefronts"), ("post", "/seed-specific"), ("post", "/seedrandom")}
+    assert admin == {("delete", "/delete-all-storefronts"), ("post", "/seed-specific"), ("post", "/seedrandom"),
+                     ("get", "/usage")}
     for key in admin:
         assert "401" in operations[key]["responses"]
 

@@ -16,7 +16,6 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
-import clipdrop_gen
 from config import Settings
 from conftest import TEST_SIGNING_KEY
 
@@ -109,8 +108,7 @@ def clipdrop_png() -> bytes:
     return out.getvalue()
 
 
-def test_metrics_read_clipdrop_credits_from_its_answers(make_app, users, monkeypatch):
-    monkeypatch.setattr(clipdrop_gen, "_remaining_credits", None)  # what earlier tests' answers left behind
+def test_metrics_read_clipdrop_credits_from_its_answers(make_app, users):
     client = make_app(IMAGE_PROVIDER="clipdrop", CLIPDROP_API_KEY="k", PROVIDER_RETRIES="0").test_client()
     assert metric(client, "provider_credits_remaining", provider="clipdrop") is None  # nothing known yet
     with responses.RequestsMock() as mock:
@@ -124,8 +122,7 @@ def test_metrics_read_clipdrop_credits_from_its_answers(make_app, users, monkeyp
     assert metric(client, "provider_credits_remaining", provider="clipdrop") == 1234
 
 
-def test_metrics_leave_credits_alone_without_a_reading(make_app, users, monkeypatch):
-    monkeypatch.setattr(clipdrop_gen, "_remaining_credits", None)
+def test_metrics_leave_credits_alone_without_a_reading(make_app, users):
     client = make_app(IMAGE_PROVIDER="clipdrop", CLIPDROP_API_KEY="k", **FAILING_REMOTES).test_client()
     assert client.post(f"/gen-new-storefront-images?user_id={users[0]['id']}&shop_theme=tech").status_code == 502
     assert metric(client, "generations_total", kind="image", provider="clipdrop", outcome="error") == 1
@@ -208,12 +205,12 @@ def test_settings_never_show_secrets_in_their_repr():
         assert secret not in shown
 
 
-def test_production_warns_on_every_origin_and_per_worker_rate_counts(make_app, caplog):
+def test_production_warns_on_every_origin_but_not_on_shared_rate_counts(make_app, caplog):
     make_app(APP_ENV="production", ADMIN_TOKEN="t", GENERATION_RATE_LIMIT="5/minute",
              BADGE_SIGNING_KEY=TEST_SIGNING_KEY)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any("CORS_ORIGINS" in message for message in warnings)
-    assert any("RATELIMIT_STORAGE_URI" in message for message in warnings)
+    assert not any("RATELIMIT_STORAGE_URI" in message for message in warnings)  # the database shares the count
 
     caplog.clear()
     make_app(APP_ENV="production", ADMIN_TOKEN="t", CORS_ORIGINS="https://shop.example",

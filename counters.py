@@ -1,0 +1,192 @@
+"""Counters every worker process and machine shares: rate limits, provider cool-downs, the last credits reading.
+
+They live in the service's own database (one small table, `shared_counters`), or in Redis when
+RATELIMIT_STORAGE_URI names one, so one process learning something (a limit reached, a provider failing)
+is what every process knows at its next request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from limits.storage import Storage
+from sqlalchemy import Engine, Float, Integer, String, delete, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models import Base
+
+log = logging.getLogger(__name__)
+
+FOREVER_S = 10 * 365 * 86400.0  # "no expiry": a readable number rather than NULL, so one statement serves all
+LIMIT_PREFIX = "limit:"
+DATABASE_SCHEME = "futurepast-database"
+
+# One statement, atomic on SQLite (3.35+) and PostgreSQL alike: add to the count, or start a new window when the
+# stored one has expired. Every SET expression reads the row as it was, so both CASEs see the old expiry.
+INCREMENT = text(
+    "INSERT INTO shared_counters (name, value, expires_at) VALUES (:name, :amount, :expires_at) "
+    "ON CONFLICT (name) DO UPDATE SET "
+    "value = CASE WHEN shared_counters.expires_at <= :now THEN :amount ELSE shared_counters.value + :amount END, "
+    "expires_at = CASE WHEN shared_counters.expires_at <= :now THEN :expires_at ELSE shared_counters.expires_at END "
+    "RETURNING value"
+)
+PUT = text(
+    "INSERT INTO shared_counters (name, value, expires_at) VALUES (:name, :value, :expires_at) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+)
+# Takes the name only when it is free or expired: the first process wins, the others get no row back.
+CLAIM = text(
+    "INSERT INTO shared_counters (name, value, expires_at) VALUES (:name, 1, :expires_at) "
+    "ON CONFLICT (name) DO UPDATE SET value = 1, expires_at = excluded.expires_at "
+    "WHERE shared_counters.expires_at <= :now RETURNING value"
+)
+
+
+class SharedCounter(Base):
+    """One named number with its expiry (seconds since the epoch): a rate-limit window, a cool-down, credits."""
+
+    __tablename__ = "shared_counters"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class SharedState(Protocol):
+    """Where cool-downs and credit readings are kept for every process."""
+
+    def put(self, name: str, value: int, ttl_s: float = FOREVER_S) -> None: ...
+
+    def get(self, name: str) -> int | None: ...
+
+    def claim(self, name: str, ttl_s: float) -> bool: ...
+
+
+class DatabaseState:
+    """Shared state in the `shared_counters` table, each write its own short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def incr(self, name: str, expiry_s: float, amount: int = 1) -> int:
+        """Add `amount` to the counter, starting a window of `expiry_s` when it has none; the new value."""
+        now = time.time()
+        with self.engine.begin() as connection:
+            return connection.execute(INCREMENT, {"name": name, "amount": amount, "now": now,
+                                                  "expires_at": now + expiry_s}).scalar_one()
+
+    def put(self, name: str, value: int, ttl_s: float = FOREVER_S) -> None:
+        """Set the counter to `value` for `ttl_s` seconds."""
+        with self.engine.begin() as connection:
+            connection.execute(PUT, {"name": name, "value": value, "expires_at": time.time() + ttl_s})
+
+    def get(self, name: str) -> int | None:
+        """The counter's value, or None when it is absent or expired."""
+        row = self._row(name)
+        return row.value if row is not None else None
+
+    def expires_at(self, name: str) -> float | None:
+        row = self._row(name)
+        return row.expires_at if row is not None else None
+
+    def claim(self, name: str, ttl_s: float) -> bool:
+        """True for the one caller that takes `name` while it is free; it stays taken for `ttl_s` seconds."""
+        now = time.time()
+        with self.engine.begin() as connection:
+            return connection.execute(CLAIM, {"name": name, "now": now, "expires_at": now + ttl_s}).first() is not None
+
+    def delete(self, name: str | None = None, prefix: str | None = None) -> int:
+        """Remove one counter, or every counter whose name starts with `prefix`; how many went."""
+        statement = delete(SharedCounter)
+        if name is not None:
+            statement = statement.where(SharedCounter.name == name)
+        if prefix is not None:
+            statement = statement.where(SharedCounter.name.startswith(prefix, autoescape=True))
+        with self.engine.begin() as connection:
+            return connection.execute(statement).rowcount
+
+    def _row(self, name: str):
+        query = select(SharedCounter.value, SharedCounter.expires_at).where(
+            SharedCounter.name == name, SharedCounter.expires_at > time.time())
+        with self.engine.connect() as connection:
+            return connection.execute(query).first()
+
+
+class RedisState:
+    """Shared state in Redis, as keys that expire by themselves."""
+
+    PREFIX = "futurepast:"
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url)
+
+    def put(self, name: str, value: int, ttl_s: float = FOREVER_S) -> None:
+        self.redis.set(self.PREFIX + name, value, px=max(1, int(ttl_s * 1000)))
+
+    def get(self, name: str) -> int | None:
+        value = self.redis.get(self.PREFIX + name)
+        return int(value) if value is not None else None
+
+    def claim(self, name: str, ttl_s: float) -> bool:
+        return bool(self.redis.set(self.PREFIX + name, 1, px=max(1, int(ttl_s * 1000)), nx=True))
+
+
+def uses_redis(storage_uri: str | None) -> bool:
+    return bool(storage_uri) and storage_uri.lower().startswith(("redis://", "rediss://", "redis+"))
+
+
+def shared_state(engine: Engine, storage_uri: str | None) -> SharedState:
+    """Redis when RATELIMIT_STORAGE_URI names one, else the database."""
+    return RedisState(storage_uri) if uses_redis(storage_uri) else DatabaseState(engine)
+
+
+def limiter_storage(engine: Engine, storage_uri: str | None) -> tuple[str, dict]:
+    """The flask-limiter storage URI and options: RATELIMIT_STORAGE_URI when set, else the database."""
+    if storage_uri:
+        return storage_uri, {}
+    return f"{DATABASE_SCHEME}://", {"engine": engine}
+
+
+class DatabaseStorage(Storage):
+    """A `limits` storage on the service's database: fixed windows counted in `shared_counters`."""
+
+    STORAGE_SCHEME = [DATABASE_SCHEME]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, engine: Engine | None = None,
+                 **options) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        if engine is None:
+            raise ValueError("DatabaseStorage needs the service's engine (storage option 'engine')")
+        self.state = DatabaseState(engine)
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return SQLAlchemyError
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        return self.state.incr(LIMIT_PREFIX + key, expiry, amount)
+
+    def get(self, key: str) -> int:
+        return self.state.get(LIMIT_PREFIX + key) or 0
+
+    def get_expiry(self, key: str) -> float:
+        return self.state.expires_at(LIMIT_PREFIX + key) or time.time()
+
+    def check(self) -> bool:
+        try:
+            with self.state.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def reset(self) -> int | None:
+        return self.state.delete(prefix=LIMIT_PREFIX)
+
+    def clear(self, key: str) -> None:
+        self.state.delete(name=LIMIT_PREFIX + key)
