@@ -37,7 +37,7 @@ SETTING_NAMES = [
     "BADGE_SIGNING_KEY", "BADGE_ISSUER_NAME", "BADGE_ISSUER_URL",
 ]
 # Children first, so TRUNCATE's CASCADE has nothing left to find.
-TABLES = ("user_achievements", "storefronts", "achievements", "users")
+TABLES = ("user_achievements", "storefronts", "achievements", "users", "images")
 
 
 class BufferedClient(FlaskClient):
