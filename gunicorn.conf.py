@@ -1,19 +1,21 @@
 """Gunicorn settings for this service: `gunicorn 'main:create_app()'` (run from this folder) and `python main.py`.
 
 Generation calls are long and mostly waiting on a provider, so each worker process serves several requests at
-once on threads; workers get longer than the slowest generation before they are cut off. Every value comes from
-the service's settings (environment or `.env`); gunicorn's command-line flags still win.
+once on threads; workers get longer than the slowest generation before they are cut off. The app is built once in
+the master (`preload_app`) and warmed there, so the workers share its memory and serve their first request warm.
+Every value comes from the service's settings (environment or `.env`); gunicorn's command-line flags still win.
 """
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
 import tempfile
 
 from config import from_environment
-from main import create_app
+from providers import warm_up
 
 _settings = from_environment()
 # Metrics are shared through files: one folder per server, wiped at start. prometheus_client reads this variable
@@ -23,9 +25,14 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX)
 
 bind = f"{_settings.host}:{_settings.port}"
-workers = _settings.web_concurrency or 2 * (os.cpu_count() or 1) + 1
+# Two workers of 8 threads: the service waits on providers, not on the CPU; a second process keeps the PNG routes
+# off one GIL. On 2 cores this served as many requests as five workers, in 40% of the memory (README, Benchmarks).
+workers = _settings.web_concurrency or 2
 worker_class = "gthread"
 threads = _settings.worker_threads
+# Built once in the master and forked: the workers share the imported code. Anything holding a socket (database
+# pools) is reset in the child by an os.register_at_fork hook where it is made (models.make_engine).
+preload_app = True
 # The slowest request: the text call, then both image providers, each spending every retry; plus a margin.
 # A worker busy that long is stuck; on shutdown (SIGTERM) a request gets that long to finish what was paid for.
 timeout = int(3 * _settings.provider_timeout_s * (_settings.provider_retries + 1)) + 30
@@ -50,16 +57,19 @@ logconfig_dict = {
 
 
 def on_starting(server) -> None:
-    """In the master, before any worker: start the metrics afresh, and build the app once, so a bad setting,
-    a production rule or an outdated database stops the server here, and development migrates once."""
+    """In the master, before any worker: start the metrics afresh, and warm the preloaded app (built already, so a
+    bad setting, a production rule or an outdated database stopped the server before this)."""
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(path)
-    try:
-        create_app().extensions["engine"].dispose()
-    except BaseException:
-        on_exit(server)  # gunicorn will not call it: the server stops before it starts
-        raise
+    app = server.app.wsgi()
+    warm_up(app.extensions["settings"])
+    app.extensions["engine"].dispose()  # the workers open their own connections
+
+
+_MASTER_PID = os.getpid()
+# When preloading the app fails, gunicorn stops before it calls on_exit: the folder made above must go all the same.
+atexit.register(lambda: os.getpid() == _MASTER_PID and on_exit(None))
 
 
 def child_exit(server, worker) -> None:
@@ -71,6 +81,6 @@ def child_exit(server, worker) -> None:
 
 def on_exit(server) -> None:
     """Remove the metrics folder this file made."""
-    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if os.path.basename(path).startswith(_METRICS_DIR_PREFIX):
         shutil.rmtree(path, ignore_errors=True)
