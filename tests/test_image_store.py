@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from image_store import DiskStore
+from image_store import DiskStore, check_png
 from models import Achievement, Storefront, User
 
 
@@ -69,3 +69,12 @@ def test_remove_unused_keeps_files_in_use(app):
         assert store.remove_unused(session, [used.sha256, unused.sha256, None]) == 1
         assert store.path(used.sha256).exists()
         assert not store.path(unused.sha256).exists()
+
+
+def test_check_png_reads_the_size_without_decoding_and_refuses_damage():
+    good = png(size=(12, 5))
+    assert check_png(good) == (12, 5)
+    iend = good.rindex(b"IEND") - 4
+    for damaged in (good[:iend], good[:20], good[:8] + good[33:], good.replace(b"IHDR", b"IHDX", 1)):
+        with pytest.raises(ValueError):
+            check_png(damaged)
