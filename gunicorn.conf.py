@@ -9,10 +9,13 @@ Every value comes from the service's settings (environment or `.env`); gunicorn'
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import glob
 import os
 import shutil
 import tempfile
+import time
 
 from config import from_environment
 from providers import warm_up
@@ -65,6 +68,34 @@ def on_starting(server) -> None:
     app = server.app.wsgi()
     warm_up(app.extensions["settings"])
     app.extensions["engine"].dispose()  # the workers open their own connections
+
+
+def _glibc():
+    """The C library when it is glibc (it has malloc_trim), else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
+# glibc gives each thread that contends for malloc an arena of its own (up to 8 per core) and keeps what is freed
+# in it: after a burst of image work, each of a worker's threads held its peak for ever (PSS 430 MB after the
+# benchmarks). Two arenas per process, set here so the forked workers inherit it, and a trim after heavy requests.
+if _LIBC is not None:
+    _LIBC.mallopt(-8, 2)  # M_ARENA_MAX
+HEAVY_REQUEST_S = 0.05
+
+
+def pre_request(worker, req) -> None:
+    req.started_at = time.monotonic()
+
+
+def post_request(worker, req, environ, resp) -> None:
+    """After a heavy request (generation, seeding, long lists), give the memory it freed back to the system."""
+    if _LIBC is not None and time.monotonic() - getattr(req, "started_at", time.monotonic()) >= HEAVY_REQUEST_S:
+        _LIBC.malloc_trim(0)
 
 
 _MASTER_PID = os.getpid()
