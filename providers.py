@@ -181,7 +181,9 @@ def warm_up(settings: Settings) -> None:
 
 def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
     """Centre-crop to the target's aspect ratio, then resize."""
-    image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    mode = "RGBA" if "A" in image.getbands() else "RGB"
+    if image.mode != mode:  # a vendor's RGB picture is used as decoded, not copied first
+        image = image.convert(mode)
     src_w, src_h = image.size
     target = width / height
     if src_w / src_h > target:
@@ -190,7 +192,9 @@ def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
     else:
         crop_h = round(src_w / target)
         box = (0, (src_h - crop_h) // 2, src_w, (src_h - crop_h) // 2 + crop_h)
-    return image.resize((width, height), Image.Resampling.LANCZOS, box=box)
+    # Bicubic: ~40% less CPU than Lanczos for the badge's 1.3x enlargement of a 1024x1024 picture, and no visible
+    # difference at these scales (README, Benchmarks).
+    return image.resize((width, height), Image.Resampling.BICUBIC, box=box)
 
 
 def _encode_png(image: Image.Image) -> bytes:
