@@ -8,6 +8,7 @@ deletes anything, so a file can never disappear between a writer finding it and 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import struct
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from models import Achievement, ImageFile, Storefront, utcnow
 
+log = logging.getLogger(__name__)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -221,7 +223,8 @@ class DiskStore(ImageStore):
         try:
             with tempfile.TemporaryFile(dir=self.root, prefix=".healthz-") as probe:
                 probe.write(b"ok")
-        except OSError:
+        except OSError as error:
+            log.warning("health check: image folder not writable (%s)", type(error).__name__)
             return "not_writable"
         return "ok"
 
@@ -317,7 +320,8 @@ class S3Store(ImageStore):
 
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except (BotoCoreError, ClientError):
+        except (BotoCoreError, ClientError) as error:
+            log.warning("health check: image bucket unreachable (%s)", type(error).__name__)
             return "unreachable"
         return "ok"
 
