@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import ctypes.util
+import gc
 import glob
 import os
 import shutil
@@ -68,6 +69,10 @@ def on_starting(server) -> None:
     app = server.app.wsgi()
     warm_up(app.extensions["settings"])
     app.extensions["engine"].dispose()  # the workers open their own connections
+    # Objects made so far live as long as the server: out of the collector's sight, its passes in the workers no
+    # longer write to (and so copy) the pages they share with the master.
+    gc.collect()
+    gc.freeze()
 
 
 def _glibc():
