@@ -253,7 +253,9 @@ class S3Store(ImageStore):
             session = boto3.session.Session()
             self._client = session.client(
                 "s3", endpoint_url=self.endpoint_url, region_name=session.region_name or "us-east-1",
-                config=Config(signature_version="s3v4", retries={"mode": "standard"}),
+                # Short connect timeout: /healthz and a request must not hang for a minute on an unreachable store.
+                config=Config(signature_version="s3v4", retries={"mode": "standard"}, connect_timeout=5,
+                              read_timeout=30),
             )
             self._client_pid = os.getpid()
         return self._client
