@@ -74,7 +74,7 @@ def running(folder: Path, port: int, upstream: str, image_dir: Path) -> Iterator
         deadline = time.monotonic() + 10
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {process.stderr.read().decode(errors='replace')}")
+                raise ChildProcessError(f"nginx exited: {process.stderr.read().decode(errors='replace')}")
             try:
                 requests.get(f"http://127.0.0.1:{port}/_nginx_ready", timeout=2)
                 break
