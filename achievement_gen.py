@@ -198,3 +198,14 @@ def _text(value: object) -> str:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         return ""
     return " ".join(str(value).split())
+
+
+def warm_up(settings: Settings) -> None:
+    """Build the client and the reply's model before the first request needs them (~0.2 s on the first call)."""
+    client = _client(settings.openai_api_key, settings.openai_base_url, settings.provider_timeout_s,
+                     settings.provider_retries)
+    _ = client.chat.completions  # the SDK imports its resources on first access
+    openai.types.chat.ChatCompletion.model_validate({
+        "id": "warm-up", "object": "chat.completion", "created": 0, "model": settings.openai_model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}],
+    })

@@ -1,21 +1,35 @@
-"""Content-addressed PNG files on disk: identical bytes are one file, shared by every row that has them."""
+"""Content-addressed PNGs: identical bytes are stored once, by their SHA-256, on disk or in an S3 bucket.
+
+Both stores sit behind `ImageStore`. Rows take their images through `ImageStore.saving`, which locks the hash's
+`images` row in the same transaction as the row that uses it; `remove_unused` takes the same lock before it
+deletes anything, so a file can never disappear between a writer finding it and the writer's row committing.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import io
+import logging
 import os
+import re
+import struct
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import delete, exists, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import Achievement, Storefront
+from models import Achievement, ImageFile, Storefront, utcnow
+
+log = logging.getLogger(__name__)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @dataclass(frozen=True)
@@ -31,65 +45,125 @@ class StoredImage:
                 "image_width": self.width, "image_height": self.height}
 
 
+def check_png(png: bytes) -> tuple[int, int]:
+    """Width and height of a well-formed PNG, checked without decoding a pixel: the signature, IHDR first, every
+    chunk's CRC, some IDAT, IEND last (what Pillow's `verify()` checks); ValueError otherwise."""
+    if not png.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    view, offset, size, seen_idat = memoryview(png), len(PNG_SIGNATURE), None, False
+    while offset + 12 <= len(png):
+        length, kind = struct.unpack_from(">I4s", png, offset)
+        end = offset + 12 + length
+        if end > len(png):
+            break
+        (crc,) = struct.unpack_from(">I", png, end - 4)
+        if zlib.crc32(view[offset + 4:end - 4]) != crc:
+            raise ValueError(f"PNG chunk {kind!r} fails its CRC")
+        if size is None:
+            if kind != b"IHDR" or length != 13:
+                raise ValueError("PNG does not start with IHDR")
+            size = struct.unpack_from(">II", png, offset + 8)
+            if 0 in size:
+                raise ValueError("PNG has no pixels")
+        seen_idat = seen_idat or kind == b"IDAT"
+        if kind == b"IEND":
+            if not seen_idat:
+                raise ValueError("PNG has no image data")
+            return size
+        offset = end
+    raise ValueError("PNG is truncated")
+
+
+def claim(session: Session, sha256: str, size: int) -> None:
+    """Create or lock the hash's `images` row until this transaction ends (an upsert: PostgreSQL locks the row,
+    SQLite the whole database), so no remover can delete its file meanwhile and no writer can race this one."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(ImageFile).values(sha256=sha256, size=size, created_at=utcnow())
+    # DO UPDATE rather than DO NOTHING: only an update takes the row lock on a row that already exists.
+    session.execute(statement.on_conflict_do_update(index_elements=["sha256"],
+                                                    set_={"size": ImageFile.__table__.c.size}))
+
+
+def in_use(session: Session, sha256: str) -> bool:
+    """Whether a committed (or this transaction's) storefront or achievement uses the hash."""
+    used = or_(exists().where(Storefront.image_sha256 == sha256), exists().where(Achievement.image_sha256 == sha256))
+    return bool(session.scalar(select(used)))
+
+
 class ImageStore:
-    """PNG files under `root`, named by the SHA-256 of their bytes and written atomically."""
+    """Where PNGs live, named by hash; subclasses say how to test, write, read and delete one."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+    def exists(self, sha256: str) -> bool:
+        raise NotImplementedError
 
-    def path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / f"{sha256}.png"
-
-    def put(self, png: bytes) -> StoredImage:
-        """Check that `png` is a decodable PNG and store it, once, under its hash."""
-        with Image.open(io.BytesIO(png)) as image:
-            if image.format != "PNG":
-                raise ValueError("not a PNG")
-            width, height = image.size
-            image.verify()
-        sha256 = hashlib.sha256(png).hexdigest()
-        path = self.path(sha256)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # A temporary file renamed into place: a reader never sees half a PNG.
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(png)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        return StoredImage(sha256, len(png), width, height)
+    def write(self, sha256: str, png: bytes) -> None:
+        """Store `png` under `sha256`, all or nothing: a reader never sees half a PNG."""
+        raise NotImplementedError
 
     def read(self, sha256: str) -> bytes:
-        return self.path(sha256).read_bytes()
+        """The PNG's bytes; FileNotFoundError when it is not stored."""
+        raise NotImplementedError
+
+    def delete(self, sha256: str) -> bool:
+        """Remove the PNG; whether it was there."""
+        raise NotImplementedError
+
+    def hashes(self) -> Iterator[str]:
+        """Every stored hash."""
+        raise NotImplementedError
+
+    def status(self) -> str:
+        """'ok' when the store takes files, else a snake_case reason (for /healthz)."""
+        raise NotImplementedError
+
+    def describe(self, png: bytes, size: tuple[int, int] | None = None) -> StoredImage:
+        """Hash `png`; without `size` (the caller vouching it checked the bytes already), check it is a PNG."""
+        width, height = size or check_png(png)
+        return StoredImage(hashlib.sha256(png).hexdigest(), len(png), width, height)
+
+    def put(self, png: bytes, size: tuple[int, int] | None = None) -> StoredImage:
+        """Store `png` once under its hash (no lock: rows go through `saving`)."""
+        image = self.describe(png, size)
+        if not self.exists(image.sha256):
+            self.write(image.sha256, png)
+        return image
 
     def remove_unused(self, session: Session, hashes: Iterable[str | None]) -> int:
-        """Delete the files among `hashes` that no storefront or achievement row uses any more."""
-        candidates = {h for h in hashes if h}
-        if not candidates:
-            return 0
-        used = set()
-        for model in (Storefront, Achievement):
-            used |= set(session.scalars(select(model.image_sha256).where(model.image_sha256.in_(candidates))))
+        """Delete the PNGs among `hashes` that no storefront or achievement uses; how many files went.
+
+        One short transaction per hash, each holding that hash's lock only: a writer waiting on it finds the file
+        gone and writes it again; one holding it makes this wait, then see its row. Holding a single lock at a time
+        also means this can never be half of a deadlock.
+        """
         removed = 0
-        for sha256 in candidates - used:
-            path = self.path(sha256)
-            if path.exists():
-                path.unlink(missing_ok=True)
-                removed += 1
+        for sha256 in sorted({h for h in hashes if h}):
+            try:
+                claim(session, sha256, 0)
+                if not in_use(session, sha256):
+                    removed += self.delete(sha256)
+                    session.execute(delete(ImageFile).where(ImageFile.sha256 == sha256))
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
         return removed
 
     @contextmanager
-    def saving(self, session: Session) -> Iterator[Callable[[bytes], StoredImage]]:
-        """Store files and commit rows together: if anything fails, roll back and remove the new files."""
+    def saving(self, session: Session) -> Iterator[Callable[..., StoredImage]]:
+        """Store files and commit rows together: if anything fails, roll back and remove the new files.
+
+        `put(png, size=None)` locks the hash (see `claim`) in the session's transaction before it looks for the
+        file, and the lock lasts until the rows that use it commit.
+        """
         written: list[str] = []
 
-        def put(png: bytes) -> StoredImage:
-            image = self.put(png)
-            written.append(image.sha256)
+        def put(png: bytes, size: tuple[int, int] | None = None) -> StoredImage:
+            image = self.describe(png, size)
+            claim(session, image.sha256, image.size)
+            if not self.exists(image.sha256):
+                self.write(image.sha256, png)
+                written.append(image.sha256)
             return image
 
         try:
@@ -99,3 +173,166 @@ class ImageStore:
             session.rollback()
             self.remove_unused(session, written)
             raise
+
+
+class DiskStore(ImageStore):
+    """PNG files under `root`, at `<sha256[:2]>/<sha256>.png`, written atomically and readable by a web server."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def relative_path(self, sha256: str) -> str:
+        return f"{sha256[:2]}/{sha256}.png"
+
+    def path(self, sha256: str) -> Path:
+        return self.root / self.relative_path(sha256)
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+    def write(self, sha256: str, png: bytes) -> None:
+        path = self.path(sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A temporary file renamed into place: a reader never sees half a PNG.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(png)
+                os.fchmod(out.fileno(), 0o644)  # mkstemp's 0600 would keep nginx's workers out
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+    def delete(self, sha256: str) -> bool:
+        path = self.path(sha256)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
+
+    def hashes(self) -> Iterator[str]:
+        for path in sorted(self.root.glob("??/*.png")):
+            if SHA256_NAME.fullmatch(path.stem):
+                yield path.stem
+
+    def status(self) -> str:
+        try:
+            with tempfile.TemporaryFile(dir=self.root, prefix=".healthz-") as probe:
+                probe.write(b"ok")
+        except OSError as error:
+            log.warning("health check: image folder not writable (%s)", type(error).__name__)
+            return "not_writable"
+        return "ok"
+
+
+class S3Store(ImageStore):
+    """PNG objects in an S3-compatible bucket, at `<prefix>/<sha256[:2]>/<sha256>.png`, through boto3."""
+
+    def __init__(self, url: str, *, endpoint_url: str | None = None, public_base_url: str | None = None,
+                 url_ttl_s: int = 3600) -> None:
+        parts = urlsplit(url)
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        self.endpoint_url = endpoint_url
+        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        self.url_ttl_s = url_ttl_s
+        self._client = None
+        self._client_pid = 0
+
+    @property
+    def client(self):
+        """This process's boto3 client, made on first use: its connection pool must not cross a fork."""
+        if self._client is None or self._client_pid != os.getpid():
+            import boto3  # heavy: only deployments on S3 pay for it
+            from botocore.config import Config
+
+            session = boto3.session.Session()
+            self._client = session.client(
+                "s3", endpoint_url=self.endpoint_url, region_name=session.region_name or "us-east-1",
+                # Short connect timeout: /healthz and a request must not hang for a minute on an unreachable store.
+                config=Config(signature_version="s3v4", retries={"mode": "standard"}, connect_timeout=5,
+                              read_timeout=30),
+            )
+            self._client_pid = os.getpid()
+        return self._client
+
+    def key(self, sha256: str) -> str:
+        return f"{self.prefix}/{sha256[:2]}/{sha256}.png".lstrip("/")
+
+    def exists(self, sha256: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def write(self, sha256: str, png: bytes) -> None:
+        # One PUT is atomic in S3: the object appears whole or not at all.
+        self.client.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=png, ContentType="image/png",
+                               CacheControl=IMMUTABLE)
+
+    def open(self, sha256: str):
+        """The object's streaming body and its length; FileNotFoundError when it is not stored."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(self.key(sha256)) from None
+            raise
+        return answer["Body"], answer["ContentLength"]
+
+    def read(self, sha256: str) -> bytes:
+        body, _length = self.open(sha256)
+        with body:
+            return body.read()
+
+    def delete(self, sha256: str) -> bool:
+        existed = self.exists(sha256)
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
+        return existed
+
+    def hashes(self) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""):
+            for item in page.get("Contents", []):
+                name = item["Key"].rsplit("/", 1)[-1].removesuffix(".png")
+                if SHA256_NAME.fullmatch(name) and item["Key"] == self.key(name):
+                    yield name
+
+    def url(self, sha256: str) -> str:
+        """Where a browser fetches the PNG: under IMAGE_PUBLIC_BASE_URL, else a presigned URL."""
+        if self.public_base_url:
+            return f"{self.public_base_url}/{self.key(sha256)}"
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
+                                                                        "Key": self.key(sha256)},
+                                                  ExpiresIn=self.url_ttl_s)
+
+    def status(self) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as error:
+            log.warning("health check: image bucket unreachable (%s)", type(error).__name__)
+            return "unreachable"
+        return "ok"
+
+
+def open_store(url: str | None, image_dir: Path, *, endpoint_url: str | None = None,
+               public_base_url: str | None = None, url_ttl_s: int = 3600) -> ImageStore:
+    """The store a URL names, like DATABASE_URL: `s3://bucket[/prefix]`, a folder path, or None for `image_dir`."""
+    if url and url.lower().startswith("s3://"):
+        return S3Store(url, endpoint_url=endpoint_url, public_base_url=public_base_url, url_ttl_s=url_ttl_s)
+    if url and url.startswith("file://"):
+        return DiskStore(Path(urlsplit(url).path))
+    return DiskStore(Path(url) if url else image_dir)

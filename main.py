@@ -7,7 +7,6 @@ import contextvars
 import hmac
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -25,10 +24,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.wsgi import wrap_file
 
 import badges
 import counters
+import images
 import migrate
 import observability
 import seed
@@ -57,7 +56,6 @@ MAX_THEME_WORKERS = 4
 # cost more than the query itself (see README, Benchmarks).
 STOREFRONT_IMAGE = select(Storefront.user_id, Storefront.image_sha256).where(Storefront.id == bindparam("id"))
 ACHIEVEMENT_IMAGE = select(Achievement.image_sha256).where(Achievement.id == bindparam("id"))
-IMAGE_MAX_AGE_S = 3600
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -97,7 +95,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["settings"] = settings
     app.extensions["engine"] = engine
     app.extensions["sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
-    app.extensions["image_store"] = ImageStore(settings.image_dir)
+    app.extensions["image_store"] = images.store_for(settings)
     state = counters.shared_state(engine, settings.ratelimit_storage_uri)
     ledger = spend.init_app(app, engine, settings, state, metrics)
     app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider, state=state, ledger=ledger)
@@ -107,12 +105,14 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(bp)
     app.register_blueprint(docs)
     badges.init_app(app, settings)
+    app.register_blueprint(images.bp)
     limit_generation(app, settings)
     app.teardown_appcontext(close_session)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(Exception, handle_unexpected_error)
     seed.register_commands(app)
+    images.register_commands(app)
     return app
 
 
@@ -231,26 +231,8 @@ def find_achievement(achievement_id: int) -> Achievement:
 
 
 def send_png(sha256: str | None, not_found: Callable[[], NotFound]):
-    """The PNG file, with its hash as ETag; a matching `If-None-Match` gets a 304 without the file being opened.
-
-    Leaner than `send_file` on the busiest routes (see README, Benchmarks): a content-addressed file never
-    changes, so there is no Last-Modified or Range to handle, and gunicorn still sends the bytes with sendfile().
-    """
-    if not sha256:
-        raise not_found()
-    if request.if_none_match.contains_weak(sha256):
-        response = current_app.response_class(status=304)
-    else:
-        try:
-            file = image_store().path(sha256).open("rb")
-        except FileNotFoundError:
-            raise not_found() from None
-        response = current_app.response_class(wrap_file(request.environ, file), mimetype="image/png",
-                                              direct_passthrough=True)
-        response.content_length = os.fstat(file.fileno()).st_size
-    response.set_etag(sha256)
-    response.headers["Cache-Control"] = f"public, max-age={IMAGE_MAX_AGE_S}"
-    return response
+    """The PNG of a compat route, with its hash as ETag (see images.send_png)."""
+    return images.send_png(sha256, not_found)
 
 
 # --- error handlers -------------------------------------------------------------------------------
@@ -305,7 +287,7 @@ def generate_storefronts():
                 continue
             storefront = Storefront(
                 user_id=user.id, name=f"{user.name}_{theme}", description=spec.prompt, style=theme,
-                **put(result.png).columns(),
+                **put(result.png, size=(result.width, result.height)).columns(),
             )
             session.add(storefront)
             made.append(storefront)
@@ -410,7 +392,7 @@ def generate_achievement():
     with image_store().saving(session) as put:
         achievement = Achievement(
             name=draft.name, description=draft.description, occasion=draft.occasion,
-            product_type=draft.product_type, **put(image.png).columns(),
+            product_type=draft.product_type, **put(image.png, size=(image.width, image.height)).columns(),
         )
         session.add(achievement)
     return jsonify({"achievement_name": achievement.name, **achievement.to_dict()})
@@ -538,7 +520,7 @@ def seed_random():
 @bp.get("/healthz")
 def check_health():
     """Whether the database answers and the image folder takes files, and which providers serve."""
-    checks = {"database": database_status(), "image_dir": image_dir_status()}
+    checks = {"database": database_status(), "image_dir": image_store().status()}
     providers = {"image": [provider.NAME for provider in generator().image_chain],
                  "text": generator().text_provider.NAME}
     failed = [name for name, status in checks.items() if status != "ok"]
@@ -555,16 +537,6 @@ def database_status() -> str:
     except SQLAlchemyError as error:
         log.warning("health check: database unreachable (%s)", type(error).__name__)
         return "unreachable"
-    return "ok"
-
-
-def image_dir_status() -> str:
-    try:
-        with tempfile.TemporaryFile(dir=image_store().root, prefix=".healthz-") as probe:
-            probe.write(b"ok")
-    except OSError as error:
-        log.warning("health check: image folder not writable (%s)", type(error).__name__)
-        return "not_writable"
     return "ok"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,6 +69,21 @@ class User(Base):
         return {"id": self.id, "name": self.name, "recommendations": self.recommendations}
 
 
+def image_src(sha256: str | None) -> str | None:
+    """The immutable, content-addressed URL of a PNG (`/images/<sha256>.png`), or None without one."""
+    return f"/images/{sha256}.png" if sha256 else None
+
+
+class ImageFile(Base):
+    """One stored PNG, by hash: writers lock this row while they store bytes, the remover while it deletes them."""
+
+    __tablename__ = "images"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ImageColumns:
     """Where a row's PNG is: a content-addressed file named by its SHA-256, never bytes in the database."""
 
@@ -101,6 +118,7 @@ class Storefront(ImageColumns, Base):
             "style": self.style,
             "storefront_image_name": self.name,
             "image_url": self.image_url,
+            "image_src": image_src(self.image_sha256),
             "created_at": self.created_at.isoformat(),
         }
 
@@ -131,6 +149,7 @@ class Achievement(ImageColumns, Base):
             "occasion": occasion,
             "product_type": product_type,
             "image_url": f"/get-achievement-image?achievement_id={achievement_id}" if image_sha256 else None,
+            "image_src": image_src(image_sha256),
             "created_at": created_at.isoformat(),
         }
 
@@ -169,6 +188,19 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    _forget_pool_after_fork(engine)
+    return engine
 
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+
+def _forget_pool_after_fork(engine: Engine) -> None:
+    """A forked child (gunicorn's preloaded workers, Celery's) drops the parent's pooled connections unclosed:
+    sharing a socket across processes corrupts both sides' conversations with the database."""
+    ref = weakref.ref(engine)
+
+    def reset() -> None:
+        if (alive := ref()) is not None:
+            alive.dispose(close=False)
+
+    os.register_at_fork(after_in_child=reset)

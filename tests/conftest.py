@@ -43,8 +43,8 @@ SETTING_NAMES = [
 TEST_SIGNING_KEY = Ed25519PrivateKey.generate().private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 # Children first, so TRUNCATE's CASCADE has nothing left to find.
-TABLES = ("badge_credentials", "user_achievements", "storefronts", "achievements", "users", "provider_calls",
-          "shared_counters")
+TABLES = ("badge_credentials", "user_achievements", "storefronts", "achievements", "users", "images",
+          "provider_calls", "shared_counters")
 
 
 class BufferedClient(FlaskClient):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from PIL import Image
 
 import http_client
 import providers
@@ -54,3 +57,30 @@ def test_retry_after_in_seconds_or_as_a_date():
     assert http_client.retry_after_s({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0
     assert http_client.retry_after_s({"Retry-After": "soon"}) is None
     assert http_client.retry_after_s({}) is None
+
+
+def noisy_png(size: tuple[int, int]) -> bytes:
+    """A PNG like a generated photo: every pixel different, so no encoder would write the same bytes by chance."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", size, random.Random(7).randbytes(3 * size[0] * size[1])).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_png_that_already_fits_keeps_its_bytes():
+    spec = providers.storefront_spec("tech", ["mouse"])
+    vendor = noisy_png((spec.width, spec.height))
+    png = providers.to_png(providers.RawImage(vendor, "m", 7), spec, "clipdrop")
+    iend = vendor.rindex(b"IEND") - 4
+    assert png.startswith(vendor[:iend])  # signature, IHDR and every IDAT byte as sent: nothing re-encoded
+    assert png.endswith(vendor[iend:])
+    assert png_text(png)["provider"] == "clipdrop"
+    with Image.open(io.BytesIO(png)) as stored, Image.open(io.BytesIO(vendor)) as sent:
+        assert stored.tobytes() == sent.tobytes()
+
+
+def test_a_damaged_png_of_the_right_size_is_refused():
+    spec = providers.storefront_spec("tech", ["mouse"])
+    vendor = bytearray(noisy_png((spec.width, spec.height)))
+    vendor[vendor.index(b"IDAT") + 100] ^= 0xFF  # its chunk's CRC no longer matches
+    with pytest.raises(ProviderError, match="not an image"):
+        providers.to_png(providers.RawImage(bytes(vendor), "m"), spec, "clipdrop")

@@ -50,7 +50,7 @@ def test_gunicorn_config_suits_long_generation_calls(monkeypatch, tmp_path):
     assert config.timeout > provider_deadline
     assert config.graceful_timeout >= config.timeout
     assert config.sendfile is True
-    assert config.preload_app is False  # workers import prometheus_client after the master set its folder
+    assert config.preload_app is True  # the master sets the metrics folder before it builds the app
 
 
 def test_gunicorn_timeouts_follow_the_provider_settings(monkeypatch, tmp_path):

@@ -1,0 +1,124 @@
+"""Image delivery: `/images/<sha256>.png`, the PNG answers of every route, and `flask images copy`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import click
+from flask import Blueprint, Flask, current_app, redirect, request
+from sqlalchemy import select
+from werkzeug.wsgi import wrap_file
+
+from config import Settings
+from errors import NotFound
+from image_store import IMMUTABLE, SHA256_NAME, DiskStore, ImageStore, S3Store, open_store
+from models import ImageFile
+
+bp = Blueprint("images", __name__)
+# The compat routes name a row, whose image may change: browsers check again after an hour.
+COMPAT_CACHE = "public, max-age=3600"
+
+
+def store_for(settings: Settings) -> ImageStore:
+    """The store IMAGE_STORE_URL names (files under IMAGE_DIR when unset)."""
+    return open_store(settings.image_store_url, settings.image_dir, endpoint_url=settings.s3_endpoint_url,
+                      public_base_url=settings.image_public_base_url, url_ttl_s=settings.image_url_ttl_s)
+
+
+def send_png(sha256: str | None, not_found: Callable[[], NotFound], *, cache_control: str = COMPAT_CACHE,
+             redirect_s3: bool = False):
+    """The PNG of `sha256` with its hash as ETag; a matching `If-None-Match` gets a 304 without the file being opened.
+
+    On disk: the file through sendfile(), or with IMAGE_ACCEL_REDIRECT an empty body that tells nginx which file to
+    send. On S3: the object's bytes streamed through, or (`redirect_s3`) a 302 to where the browser can fetch it.
+    """
+    if not sha256:
+        raise not_found()
+    app = current_app
+    if request.if_none_match.contains_weak(sha256):
+        response = app.response_class(status=304)
+    else:
+        response = _png_body(app.extensions["image_store"], sha256, not_found, redirect_s3)
+        if response.status_code == 302:
+            return response
+    response.set_etag(sha256)
+    response.headers["Cache-Control"] = cache_control
+    return response
+
+
+def _png_body(store: ImageStore, sha256: str, not_found: Callable[[], NotFound], redirect_s3: bool):
+    app = current_app
+    if isinstance(store, S3Store):
+        if redirect_s3:
+            response = redirect(store.url(sha256), 302)
+            # A presigned URL expires: a cached redirect must not outlive it.
+            response.headers["Cache-Control"] = IMMUTABLE if store.public_base_url else \
+                f"public, max-age={store.url_ttl_s // 2}"
+            return response
+        try:
+            body, length = store.open(sha256)
+        except FileNotFoundError:
+            raise not_found() from None
+        response = app.response_class(body.iter_chunks(64 * 1024), mimetype="image/png", direct_passthrough=True)
+        response.call_on_close(body.close)
+        response.content_length = length
+        return response
+    assert isinstance(store, DiskStore)
+    accel = app.extensions["settings"].image_accel_redirect
+    if accel:
+        if not store.exists(sha256):
+            raise not_found()
+        response = app.response_class(b"", mimetype="image/png")
+        response.headers["X-Accel-Redirect"] = accel + store.relative_path(sha256)
+        return response
+    try:
+        file = store.path(sha256).open("rb")
+    except FileNotFoundError:
+        raise not_found() from None
+    response = app.response_class(wrap_file(request.environ, file), mimetype="image/png", direct_passthrough=True)
+    response.content_length = os.fstat(file.fileno()).st_size
+    return response
+
+
+@bp.get("/images/<name>")
+def get_image(name: str):
+    """A stored PNG by its content hash: immutable, so cached for a year by browsers and CDNs."""
+    sha256 = name.removesuffix(".png")
+
+    def not_found() -> NotFound:
+        return NotFound(f"No image is named {name!r}.", code="image_not_found")
+
+    if not name.endswith(".png") or not SHA256_NAME.fullmatch(sha256):
+        raise not_found()
+    store = current_app.extensions["image_store"]
+    if isinstance(store, S3Store):  # no request to the bucket per view: the images table knows what is stored
+        with current_app.extensions["engine"].connect() as connection:
+            if connection.execute(select(ImageFile.sha256).where(ImageFile.sha256 == sha256)).first() is None:
+                raise not_found()
+    return send_png(sha256, not_found, cache_control=IMMUTABLE, redirect_s3=True)
+
+
+def register_commands(app: Flask) -> None:
+    """Add `flask images copy --to <store URL>`."""
+    group = click.Group("images", help="Manage the stored PNGs.")
+
+    @group.command("copy")
+    @click.option("--to", "target_url", required=True,
+                  help="s3://bucket[/prefix] (S3_ENDPOINT_URL and AWS credentials as for the service) or a folder.")
+    def copy_command(target_url: str) -> None:
+        """Copy every stored PNG to another store; those already there are skipped, so it can be run again."""
+        settings: Settings = app.extensions["settings"]
+        source: ImageStore = app.extensions["image_store"]
+        target = open_store(target_url, settings.image_dir, endpoint_url=settings.s3_endpoint_url,
+                            public_base_url=settings.image_public_base_url, url_ttl_s=settings.image_url_ttl_s)
+        hashes = list(source.hashes())
+        copied = 0
+        with click.progressbar(hashes, label="Copying images", show_pos=True) as bar:
+            for sha256 in bar:
+                if not target.exists(sha256):
+                    target.write(sha256, source.read(sha256))
+                    copied += 1
+        click.echo(f"Copied {copied} image(s); {len(hashes) - copied} already there.")
+
+    app.cli.add_command(group)
