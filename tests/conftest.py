@@ -37,7 +37,7 @@ SETTING_NAMES = [
     "BADGE_SIGNING_KEY", "BADGE_ISSUER_NAME", "BADGE_ISSUER_URL",
 ]
 # Children first, so TRUNCATE's CASCADE has nothing left to find.
-TABLES = ("user_achievements", "storefronts", "achievements", "users")
+TABLES = ("job_outputs", "user_achievements", "storefronts", "achievements", "users", "jobs")
 
 
 class BufferedClient(FlaskClient):
@@ -137,7 +137,8 @@ def make_app(tmp_path, database_url):
         return app
 
     yield build
-    for app in built:  # PostgreSQL keeps a connection per pooled slot: give them back
+    for app in built:  # finish the app's jobs; PostgreSQL keeps a connection per pooled slot: give them back
+        app.extensions["jobs"].shutdown()
         app.extensions["engine"].dispose()
 
 
