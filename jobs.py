@@ -357,22 +357,27 @@ def make_storefronts(app: Flask, job: Job, progress: Progress) -> tuple[int, dic
     progress.start(len(themes), [theme for theme in themes if theme in done])
     errors: dict[str, ProviderError] = {}
 
-    def make(theme: str) -> None:
-        spec = storefront_spec(theme, list(recommendations[theme]))
+    specs = {theme: storefront_spec(theme, list(recommendations[theme])) for theme in themes}
+
+    def make(theme: str):
         try:
-            image = generator.generate_image(spec)
-            row = Storefront(user_id=user_id, name=f"{user_name}_{theme}", description=spec.prompt, style=theme)
-            save_once(app, job.id, theme, row, image.png)
+            return generator.generate_image(specs[theme])
         except ProviderError as error:
             errors[theme] = error
+            return None
         finally:
             progress.advance(theme)
 
     todo = [theme for theme in themes if theme not in done]
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_THEME_WORKERS, len(todo)))) as pool:
         # Each theme's thread runs in a copy of this context: the job's call context and the app context.
-        for future in [pool.submit(contextvars.copy_context().run, make, theme) for theme in todo]:
-            future.result()
+        futures = [pool.submit(contextvars.copy_context().run, make, theme) for theme in todo]
+        for theme, future in zip(todo, futures, strict=True):  # saved in the user's order of themes, as ids say
+            image = future.result()
+            if image is not None:
+                row = Storefront(user_id=user_id, name=f"{user_name}_{theme}", description=specs[theme].prompt,
+                                 style=theme)
+                save_once(app, job.id, theme, row, image.png)
 
     with app.extensions["sessionmaker"]() as session:
         made = session.scalars(select(Storefront).join(JobOutput, JobOutput.storefront_id == Storefront.id)
