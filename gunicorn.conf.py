@@ -62,6 +62,14 @@ def on_starting(server) -> None:
         raise
 
 
+def post_worker_init(worker) -> None:
+    """Start the worker's job sweeper now, not at its first request: jobs left by a killed worker get run again
+    even when no request comes."""
+    runner = getattr(worker.wsgi, "extensions", {}).get("jobs")
+    if runner is not None:
+        runner.start_sweeper()
+
+
 def child_exit(server, worker) -> None:
     """Drop the live-only metrics of a worker that has gone; its counts stay in the totals."""
     from prometheus_client import multiprocess  # imported once the folder above is set

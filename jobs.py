@@ -234,6 +234,7 @@ def execute(app: Flask, job_id: str) -> str | None:
     """Claim the job and run it to its end; None when it is not this runner's to run (taken, ended, canceled)."""
     attempt = claim(app, job_id)
     if attempt is None:
+        log.info("job %s: not claimed (running elsewhere, ended or canceled)", job_id)
         return None
     job = load(app, job_id)
     stop = threading.Event()
@@ -500,6 +501,8 @@ class Runner:
         self.stopping.set()
         if self.pool is not None and self.pid == os.getpid():
             self.pool.shutdown(wait=True)
+        if "celery" in self.app.extensions:
+            self.app.extensions["celery"].close()  # its broker connections
 
 
 # --- Celery ---------------------------------------------------------------------------------------
