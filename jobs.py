@@ -51,6 +51,10 @@ TASK_NAME = "jobs.run_job"
 QUEUE = "futurepast-jobs"
 ACHIEVEMENT_SLOT = "achievement"
 
+# The loggers of provider calls: their lines get the job id (JobIdFilter).
+PROVIDER_LOGGERS = ("providers", "http_client", "clipdrop_gen", "stability_gen", "achievement_gen",
+                    "local_image_gen", "local_achievement_gen")
+
 # Woken whenever a job of this process makes progress or ends, so waiters here need not poll the database.
 changed = threading.Condition()
 
@@ -567,6 +571,18 @@ def __getattr__(name: str):
 # --- the app's side -------------------------------------------------------------------------------
 
 
+class JobIdFilter(logging.Filter):
+    """Append the job id of the current call context to a provider call's log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job_id = observability.current_call().job_id
+        if job_id and not getattr(record, "job_id", None):
+            record.job_id = job_id
+            record.msg = f"{record.msg} job_id={job_id}"
+        return True
+
+
+
 def init_app(app: Flask) -> None:
     """Give the app its job runner (and Celery app), the job metrics and the `/jobs` routes."""
     metrics = app.extensions["metrics"]
@@ -582,6 +598,10 @@ def init_app(app: Flask) -> None:
         if seconds is not None:
             job_seconds.labels(kind).observe(seconds)
 
+    for name in PROVIDER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, JobIdFilter) for existing in logger.filters):
+            logger.addFilter(JobIdFilter())
     metrics.count_job = count_job
     metrics.jobs_waiting = waiting
     if app.extensions["settings"].celery_broker_url:

@@ -4,6 +4,7 @@ and a job that runs twice saving once. Every test runs on SQLite and on PostgreS
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -434,3 +435,29 @@ def test_a_claim_is_taken_once(app, client, users):
         session.commit()
     assert jobs.claim(app, job_id) == 1
     assert jobs.claim(app, job_id) is None  # running, with a fresh heartbeat
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+
+def test_the_job_id_is_in_the_request_s_and_the_provider_calls_log_lines(make_app, http, caplog):
+    http.post(CLIPDROP_URL, status=500, json={"error": "down"})
+    app = make_app(IMAGE_PROVIDER="clipdrop", CLIPDROP_API_KEY=CLIPDROP_KEY, PROVIDER_RETRIES="1")
+    client = app.test_client()
+    users = seed(client)
+    caplog.set_level(logging.INFO)
+    job_id = client.post(f"/gen-new-storefront-images?user_id={users[0]['id']}&shop_theme=tech").get_json()["job_id"]
+    retries = [record.getMessage() for record in caplog.records if record.name == "http_client"]
+    assert retries
+    assert all(f"job_id={job_id}" in line for line in retries)
+    [request_line] = [record.getMessage() for record in caplog.records
+                      if record.name == "futurepast.requests" and "/gen-new-storefront-images" in record.getMessage()]
+    assert f"job_id={job_id}" in request_line
+
+
+def test_metrics_count_jobs(client, users):
+    client.post(f"/gen-new-storefront-images?user_id={users[0]['id']}&shop_theme=tech")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'jobs_total{kind="storefronts",status="succeeded"} 1.0' in text
+    assert "jobs_waiting 0.0" in text
+    assert 'job_duration_seconds_count{kind="storefronts"} 1.0' in text
