@@ -446,7 +446,10 @@ class Runner:
     def dispatch(self, job_id: str) -> None:
         """Hand the job to a runner; it may already be running elsewhere (the claim decides)."""
         if self.settings.celery_broker_url:
-            self.app.extensions["celery"].send_task(TASK_NAME, args=[job_id], queue=QUEUE)
+            try:
+                self.app.extensions["celery"].send_task(TASK_NAME, args=[job_id], queue=QUEUE)
+            except Exception:  # the broker is down: the job stays queued, and the sweeper sends it again later
+                log.exception("job %s: could not reach the broker", job_id)
         else:
             self.local_pool().submit(self.run, job_id)
 
@@ -505,8 +508,9 @@ class Runner:
         self.stopping.set()
         if self.pool is not None and self.pid == os.getpid():
             self.pool.shutdown(wait=True)
-        if "celery" in self.app.extensions:
-            self.app.extensions["celery"].close()  # its broker connections
+        if "celery" in self.app.extensions:  # its broker connections, those lent out included
+            self.app.extensions["celery"].pool.force_close_all()
+            self.app.extensions["celery"].close()
 
 
 # --- Celery ---------------------------------------------------------------------------------------
