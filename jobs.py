@@ -135,10 +135,10 @@ def submit(kind: str, params: dict, preferences: Preferences, *, total: int = 1)
                 job = remembered_job(session, route, key) if key else None
                 if job is None:
                     raise
-    g.job_id = job.id
     if not created and job.fingerprint != fingerprint:
         raise ApiError("This Idempotency-Key was used with other parameters.", status=422,
                        code="idempotency_key_reused")
+    g.job_id = job.id  # for the request's log line
     if created:
         app.extensions["jobs"].dispatch(job.id)
     elif job.status in FINAL:
@@ -248,8 +248,8 @@ def execute(app: Flask, job_id: str) -> str | None:
     started = time.perf_counter()
     log.info("job %s (%s) started, attempt %d", job_id, job.kind, attempt)
     try:
-        status, headers = "succeeded", {}
-        http_status, result, error = KINDS[job.kind](app, job, Progress(app, job, attempt))
+        status, http_status, error, headers = "succeeded", 200, None, {}
+        result = KINDS[job.kind](app, job, Progress(app, job, attempt))
     except ApiError as failure:
         status, http_status, result, error, headers = "failed", failure.status, None, failure.to_dict(), failure.headers
     except Exception:
@@ -346,7 +346,7 @@ def save_once(app: Flask, job_id: str, slot: str, row: Storefront | Achievement,
             log.warning("job %s: %s was already saved by another run; this one is dropped", job_id, slot)
 
 
-def make_storefronts(app: Flask, job: Job, progress: Progress) -> tuple[int, dict, None]:
+def make_storefronts(app: Flask, job: Job, progress: Progress) -> dict:
     """One storefront per theme, themes generated concurrently; progress reported as each theme ends."""
     generator = app.extensions["generator"]
     with app.extensions["sessionmaker"]() as session:
@@ -396,7 +396,7 @@ def make_storefronts(app: Flask, job: Job, progress: Progress) -> tuple[int, dic
             "storefronts": [storefront.to_dict() for storefront in made]}
     if failed:
         body["errors"] = [{"theme": theme, "error": error.message, "code": error.code} for theme, error in failed]
-    return 200, {**body, "job_id": job.id}, None
+    return {**body, "job_id": job.id}
 
 
 def combined_error(errors: list[ProviderError]) -> ProviderError:
@@ -406,7 +406,7 @@ def combined_error(errors: list[ProviderError]) -> ProviderError:
     return ProviderError(errors[-1].provider, "Every theme failed to generate.")
 
 
-def make_achievement(app: Flask, job: Job, progress: Progress) -> tuple[int, dict, None]:
+def make_achievement(app: Flask, job: Job, progress: Progress) -> dict:
     """The achievement's text, then its badge image; saved once however often the job runs."""
     if ACHIEVEMENT_SLOT not in saved_outputs(app, job.id):
         generator = app.extensions["generator"]
@@ -419,9 +419,10 @@ def make_achievement(app: Flask, job: Job, progress: Progress) -> tuple[int, dic
     with app.extensions["sessionmaker"]() as session:
         achievement = session.scalar(select(Achievement).join(JobOutput, JobOutput.achievement_id == Achievement.id)
                                      .where(JobOutput.job_id == job.id))
-        return 200, {"achievement_name": achievement.name, **achievement.to_dict(), "job_id": job.id}, None
+        return {"achievement_name": achievement.name, **achievement.to_dict(), "job_id": job.id}
 
 
+# Each kind makes its rows and returns the body of its 200 answer; a failure is raised as an ApiError.
 KINDS = {"storefronts": make_storefronts, "achievement": make_achievement}
 
 

@@ -130,6 +130,15 @@ def test_wait_answers_the_result_when_it_comes_in_time(client, users):
     assert response.get_json()["storefronts"][0]["style"] == "food"
 
 
+@pytest.mark.parametrize("prefer", ["wait=0", "wait=soon", "handling=lenient", "wait="])
+def test_preferences_the_service_cannot_honour_are_ignored(client, users, prefer):
+    response = client.post(f"/gen-new-storefront-images?user_id={users[0]['id']}&shop_theme=tech",
+                           headers={"Prefer": prefer})
+    assert response.status_code == 200
+    assert "Preference-Applied" not in response.headers
+    assert response.get_json()["storefronts"][0]["style"] == "tech"
+
+
 def test_wait_answers_202_when_the_job_is_slower(make_app, slow):
     client = make_app(**slow(2.0)).test_client()
     users = seed(client)
