@@ -7,7 +7,9 @@ heartbeat stops (its process died) is claimed again, once, after JOB_STALE_S. Ev
 together with a `job_outputs` link whose primary key (job, slot) refuses a second one: however often a job runs,
 it saves each storefront or achievement once.
 
-Celery workers: `celery -A jobs worker` (see the README, Jobs).
+Celery workers: `celery -A jobs worker` (see the README, Deployment). Each service process runs a sweeper thread
+(from its first request, or as a gunicorn worker boots; `app.config["JOB_SWEEPER"]` turns it on or off, and it is
+off by default under TESTING).
 """
 
 from __future__ import annotations
