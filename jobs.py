@@ -477,6 +477,7 @@ class Runner:
                 return
             self.sweeper = threading.Thread(target=self.sweep_forever, daemon=True, name="job-sweeper")
             self.sweeper.start()
+        log.info("job sweeper started: jobs silent for %.0f s are run again", stale_after_s(self.settings))
 
     def sweep_forever(self) -> None:
         interval = max(0.2, min(stale_after_s(self.settings) / 4, 30.0))
