@@ -113,11 +113,22 @@ def test_a_killed_service_worker_s_job_is_run_again_once(tmp_path, stub):
             return job if job["status"] in FINAL else None
 
         job = wait_until(ended, 60, f"the job did not end:\n{server.tail()}")
+        files = list((tmp_path / "images").rglob("*.png"))
+
+        # Under gunicorn's threads, the event stream arrives as the job goes, and ends with it.
+        answer = requests.post(server.url(f"/gen-new-storefront-images?user_id={user['id']}&shop_theme=all"),
+                               headers={"Prefer": "respond-async"}, timeout=10)
+        with requests.get(server.url(answer.json()["urls"]["events"]), stream=True, timeout=30) as stream:
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            names = [line.split(": ", 1)[1] for line in stream.iter_lines(decode_unicode=True)
+                     if line.startswith("event: ")]
+        assert names[0] == "status" and names[-1] == "status"
+        assert 1 <= names.count("progress") <= 3
     assert job["status"] == "succeeded", job
     assert [item["style"] for item in job["result"]["storefronts"]] == ["tech"]
     assert job_row(database_url, job_id).attempts == 2
     assert outputs_of(database_url, job_id) == 1
-    assert len(list((tmp_path / "images").rglob("*.png"))) == 1  # the killed run saved no file
+    assert len(files) == 1  # the killed run saved no file
 
 
 # --- Celery workers --------------------------------------------------------------------------------
