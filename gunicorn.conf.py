@@ -118,6 +118,14 @@ def when_ready(server) -> None:
         server.log.info(startup_line(from_environment(), url))
 
 
+def post_worker_init(worker) -> None:
+    """Start the worker's job sweeper now, not at its first request: jobs left by a killed worker get run again
+    even when no request comes."""
+    runner = getattr(worker.wsgi, "extensions", {}).get("jobs")
+    if runner is not None:
+        runner.start_sweeper()
+
+
 def child_exit(server, worker) -> None:
     """Drop the live-only metrics of a worker that has gone; its counts stay in the totals."""
     from prometheus_client import multiprocess  # imported once the folder above is set

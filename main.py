@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-import contextvars
 import hmac
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -28,13 +26,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import badges
 import counters
 import images
+import jobs
 import migrate
 import observability
 import seed
 import spend
 from api_docs import docs, load_openapi
 from config import Settings, read_env_file
-from errors import ApiError, NotFound, ProviderError
+from errors import ApiError, NotFound
 from image_store import ImageStore
 from models import Achievement, Storefront, User, UserAchievement, make_engine
 from params import (
@@ -46,12 +45,11 @@ from params import (
     parse_seed_counts,
     parse_text,
 )
-from providers import Generator, badge_spec, storefront_spec
+from providers import Generator
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
-MAX_THEME_WORKERS = 4
 # The PNG routes' lookups, built once: on that hot path, building a statement and an ORM session per request
 # cost more than the query itself (see README, Benchmarks).
 STOREFRONT_IMAGE = select(Storefront.user_id, Storefront.image_sha256).where(Storefront.id == bindparam("id"))
@@ -101,11 +99,13 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider, state=state, ledger=ledger)
     app.extensions["openapi"] = load_openapi()
 
-    CORS(app, origins=list(settings.cors_origins), expose_headers=["ETag", "Retry-After", "X-Request-ID"])
+    CORS(app, origins=list(settings.cors_origins), expose_headers=[
+        "ETag", "Retry-After", "X-Request-ID", "Location", "Preference-Applied", "Idempotent-Replayed"])
     app.register_blueprint(bp)
     app.register_blueprint(docs)
     badges.init_app(app, settings)
     app.register_blueprint(images.bp)
+    jobs.init_app(app)
     limit_generation(app, settings)
     app.teardown_appcontext(close_session)
     app.register_error_handler(HTTPException, handle_http_error)
@@ -265,9 +265,10 @@ def handle_unexpected_error(error: Exception):
 
 @bp.post("/gen-new-storefront-images")
 def generate_storefronts():
-    """Generate one storefront image per requested theme of the user, concurrently."""
+    """Generate one storefront image per requested theme of the user, concurrently, as a job (see jobs.py)."""
     user_id = parse_id(param("user_id"), "user_id")
     shop_theme = parse_text(param("shop_theme"), "shop_theme")
+    preferences = jobs.read_preferences()
     user = find_user(user_id)
     recommendations = user.recommendations or {}
     themes = list(recommendations) if shop_theme == "all" else [shop_theme]
@@ -275,54 +276,8 @@ def generate_storefronts():
         raise NotFound("Mismatch of Themes", code="theme_not_found", field="shop_theme")
 
     spend.check_budget()
-    specs = [storefront_spec(theme, list(recommendations[theme])) for theme in themes]
-    results = run_concurrently(generator().generate_image, specs)
-
-    session = get_session()
-    made, errors = [], []
-    with image_store().saving(session) as put:
-        for theme, spec, result in zip(themes, specs, results, strict=True):
-            if isinstance(result, ProviderError):
-                errors.append((theme, result))
-                continue
-            storefront = Storefront(
-                user_id=user.id, name=f"{user.name}_{theme}", description=spec.prompt, style=theme,
-                **put(result.png, size=(result.width, result.height)).columns(),
-            )
-            session.add(storefront)
-            made.append(storefront)
-    if not made:
-        raise combined_error([error for _theme, error in errors])
-
-    body = {"user name": user.name, "recommendations": recommendations,
-            "storefronts": [storefront.to_dict() for storefront in made]}
-    if errors:
-        body["errors"] = [{"theme": theme, "error": error.message, "code": error.code} for theme, error in errors]
-    return jsonify(body)
-
-
-def run_concurrently(func, items: list) -> list:
-    """Call `func` on every item in a bounded pool; a provider failure comes back as its error."""
-
-    def call(item):
-        try:
-            return func(item)
-        except ProviderError as error:
-            return error
-
-    if len(items) == 1:
-        return [call(items[0])]
-    # Each task runs in a copy of this request's context, so its provider calls know their route and request id.
-    contexts = [contextvars.copy_context() for _ in items]
-    with ThreadPoolExecutor(max_workers=min(MAX_THEME_WORKERS, len(items))) as pool:
-        return list(pool.map(lambda context, item: context.run(call, item), contexts, items))
-
-
-def combined_error(errors: list[ProviderError]) -> ProviderError:
-    """The answer when every theme failed: their shared error, else a generic provider error."""
-    if len({error.code for error in errors}) == 1:
-        return errors[-1]
-    return ProviderError(errors[-1].provider, "Every theme failed to generate.")
+    return jobs.submit("storefronts", {"user_id": user_id, "shop_theme": shop_theme}, preferences,
+                       total=len(themes))
 
 
 @bp.get("/get-user-storefront-images")
@@ -381,21 +336,12 @@ def delete_all_storefronts():
 
 @bp.post("/gen-achievement-image")
 def generate_achievement():
-    """Write an achievement for the celebration nearest a date and a product, with its badge image."""
+    """Write an achievement for the celebration nearest a date and a product, with its badge image, as a job."""
     day = parse_day(param("date"), "date", today=datetime.now(UTC).date())
     product = parse_text(param("product"), "product")
+    preferences = jobs.read_preferences()
     spend.check_budget()
-    draft = generator().write_achievement(day, product)
-    image = generator().generate_image(badge_spec(draft))
-
-    session = get_session()
-    with image_store().saving(session) as put:
-        achievement = Achievement(
-            name=draft.name, description=draft.description, occasion=draft.occasion,
-            product_type=draft.product_type, **put(image.png, size=(image.width, image.height)).columns(),
-        )
-        session.add(achievement)
-    return jsonify({"achievement_name": achievement.name, **achievement.to_dict()})
+    return jobs.submit("achievement", {"date": day.isoformat(), "product": product}, preferences)
 
 
 @bp.post("/add-achievement")

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models: users, their storefronts, achievements and who holds which."""
+"""SQLAlchemy 2 models: users, their storefronts, achievements and who holds which, and generation jobs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -171,6 +183,67 @@ class BadgeCredential(Base):
     salt: Mapped[str] = mapped_column(String(64))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class Job(Base):
+    """One generation: its parameters, where it stands, and the answer it ended with (see jobs.py)."""
+
+    __tablename__ = "jobs"
+    # One job per Idempotency-Key and route: a second request with the key finds the first's job.
+    __table_args__ = (UniqueConstraint("route", "idempotency_key", name="uq_jobs_route_idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    params: Mapped[dict] = mapped_column(JSON)
+    # {"done": 1, "total": 3, "themes": ["tech"]}: the themes in the order they finished.
+    progress: Mapped[dict] = mapped_column(JSON)
+    result: Mapped[dict | None] = mapped_column(JSON, default=None)
+    error: Mapped[dict | None] = mapped_column(JSON, default=None)
+    http_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    headers: Mapped[dict | None] = mapped_column(JSON, default=None)  # of the answer, e.g. Retry-After
+    route: Mapped[str] = mapped_column(String(100))
+    request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the kind and effective parameters
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)  # of the idempotency key
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), default=None)  # host:pid of the runner
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    def to_dict(self) -> dict[str, object]:
+        url = f"/jobs/{self.id}"
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "params": self.params,
+            "progress": {"done": self.progress.get("done", 0), "total": self.progress.get("total", 0)},
+            "result": self.result,
+            "error": self.error,
+            "http_status": self.http_status,
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "urls": {"get": url, "events": f"{url}/events", "cancel": url},
+        }
+
+
+class JobOutput(Base):
+    """A row a job made, one per slot (a theme, or "achievement"): the primary key is what keeps a job that runs
+    twice from saving twice, since the row and this link commit together or not at all."""
+
+    __tablename__ = "job_outputs"
+
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(200), primary_key=True)
+    storefront_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("storefronts.id", ondelete="CASCADE"), index=True, default=None)
+    achievement_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("achievements.id", ondelete="CASCADE"), index=True, default=None)
 
 
 def make_engine(url: str) -> Engine:

@@ -135,8 +135,9 @@ def init_app(app: Flask) -> Metrics:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.observe_request(route, response.status_code, seconds)
         # The path only: a query string is the client's data, and the log never needs it.
-        log.info("method=%s path=%s status=%d duration_ms=%.1f request_id=%s",
-                 request.method, quote(request.path, safe="/-._~"), response.status_code, seconds * 1000, rid)
+        job = f" job_id={g.job_id}" if g.get("job_id") else ""  # set by a generating route (jobs.py)
+        log.info("method=%s path=%s status=%d duration_ms=%.1f request_id=%s%s",
+                 request.method, quote(request.path, safe="/-._~"), response.status_code, seconds * 1000, rid, job)
         return response
 
     return metrics

@@ -43,8 +43,8 @@ SETTING_NAMES = [
 TEST_SIGNING_KEY = Ed25519PrivateKey.generate().private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 # Children first, so TRUNCATE's CASCADE has nothing left to find.
-TABLES = ("badge_credentials", "user_achievements", "storefronts", "achievements", "users", "images",
-          "provider_calls", "shared_counters")
+TABLES = ("job_outputs", "badge_credentials", "user_achievements", "storefronts", "achievements", "users",
+          "images", "provider_calls", "shared_counters", "jobs")
 
 
 class BufferedClient(FlaskClient):
@@ -144,7 +144,8 @@ def make_app(tmp_path, database_url):
         return app
 
     yield build
-    for app in built:  # PostgreSQL keeps a connection per pooled slot: give them back
+    for app in built:  # finish the app's jobs; PostgreSQL keeps a connection per pooled slot: give them back
+        app.extensions["jobs"].shutdown()
         app.extensions["engine"].dispose()
 
 

@@ -133,7 +133,7 @@ def test_admin_routes_declare_the_bearer_scheme(document):
     operations = document_operations(document)
     admin = {key for key, operation in operations.items() if {"adminToken": []} in operation.get("security", [])}
     assert admin == {("delete", "/delete-all-storefronts"), ("post", "/seed-specific"), ("post", "/seedrandom"),
-                     ("get", "/usage")}
+                     ("get", "/usage"), ("get", "/jobs")}
     for key in admin:
         assert "401" in operations[key]["responses"]
 
