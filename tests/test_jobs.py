@@ -18,6 +18,7 @@ from bench import vendor_stub
 from conftest import count_rows, image_files
 from fakes import CLIPDROP_KEY, CLIPDROP_URL
 from models import Achievement, Job, JobOutput, Storefront, utcnow
+from provider_types import GeneratedImage
 
 FINAL = {"succeeded", "failed", "canceled"}
 ADMIN = "jobs-admin-token"
@@ -424,10 +425,10 @@ def test_a_job_silent_after_its_second_run_fails(app, client, users):
 def test_a_second_save_of_a_slot_is_refused_and_leaves_no_file(app, client, users):
     body = client.post(f"/gen-new-storefront-images?user_id={users[0]['id']}&shop_theme=tech").get_json()
     before = image_files(app)
-    other_png = vendor_stub.noisy_png(64, 64)
+    other = GeneratedImage(vendor_stub.noisy_png(64, 64), 64, 64, "local")
     row = Storefront(user_id=users[0]["id"], name="x", description="x", style="tech")
     with app.app_context():
-        jobs.save_once(app, body["job_id"], "tech", row, other_png)
+        jobs.save_once(app, body["job_id"], "tech", row, other)
     assert count_rows(app, Storefront) == 1
     assert image_files(app) == before
 

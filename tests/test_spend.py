@@ -61,7 +61,7 @@ def test_a_paid_call_is_one_row_with_the_vendors_figures(client, clipdrop_app, u
     assert (row.credits, row.remaining_credits, row.cost_usd) == (1.0, 97, pytest.approx(0.01))
     assert row.route == "/gen-new-storefront-images"
     assert row.request_id == response.headers["X-Request-ID"]
-    assert row.job_id is None
+    assert row.job_id == response.get_json()["job_id"]
     assert row.latency_ms >= 0
     assert row.day == row.created_at.date().isoformat()
 
