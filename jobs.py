@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 import observability
 from errors import ApiError, NotFound, ProviderError
 from models import Achievement, Job, JobOutput, Storefront, User, utcnow
-from params import parse_int
+from params import param, parse_int, require_admin
 from provider_types import GeneratedImage
 from providers import badge_spec, storefront_spec
 
@@ -665,7 +665,6 @@ def cancel_job(job_id: str):
 @bp.get("/jobs")
 def list_jobs():
     """The latest jobs, newest first (admin)."""
-    from main import param, require_admin  # main imports this module: import its helpers when first used
 
     require_admin()
     limit = param("limit")

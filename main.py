@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hmac
 import logging
 import os
 from collections.abc import Callable
@@ -37,13 +36,15 @@ from errors import ApiError, NotFound
 from image_store import ImageStore
 from models import Achievement, Storefront, User, UserAchievement, make_engine
 from params import (
+    json_body,
+    param,
     parse_day,
     parse_id,
     parse_id_list,
     parse_int,
-    parse_json_object,
     parse_seed_counts,
     parse_text,
+    require_admin,
 )
 from providers import Generator
 
@@ -177,34 +178,6 @@ def ignore_unusable_range() -> None:
 def add_security_headers(response):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
-
-
-def json_body() -> dict[str, object]:
-    """The request's JSON object body, parsed once; an empty body is an empty object."""
-    if "json_body" not in g:
-        g.json_body = parse_json_object(request.get_data(cache=True))
-    return g.json_body
-
-
-def param(name: str) -> object:
-    """A parameter from the query string, else (on POST) from the JSON body; the query wins."""
-    body = json_body() if request.method == "POST" else {}
-    if name in request.args:
-        return request.args[name]
-    return body.get(name)
-
-
-def require_admin() -> None:
-    """When ADMIN_TOKEN is set, demand `Authorization: Bearer <token>` (compared in constant time)."""
-    token = settings().admin_token
-    if not token:
-        return
-    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise ApiError(
-            "This route needs 'Authorization: Bearer <admin token>'.",
-            status=401, code="unauthorized", headers={"WWW-Authenticate": "Bearer"},
-        )
 
 
 def find_user(user_id: int, *, lock: bool = False) -> User:

@@ -1,10 +1,14 @@
-"""Parsers for request parameters: each turns raw query or JSON values into clean ones, or raises a 400."""
+"""Request parameters: where a route reads them (query string, JSON body, admin token), and the parsers that turn
+raw query or JSON values into clean ones, or raise a 400."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from datetime import date
+
+from flask import current_app, g, request
 
 from errors import ApiError, InvalidParameter, MissingParameter
 
@@ -163,3 +167,31 @@ def parse_seed_counts(body: dict[str, object]) -> dict[str, int]:
             raise InvalidParameter(key, f"'{key}' must be a JSON integer from 0 to {MAX_SEED_COUNT}.")
         counts[key] = value
     return counts
+
+
+def json_body() -> dict[str, object]:
+    """The request's JSON object body, parsed once; an empty body is an empty object."""
+    if "json_body" not in g:
+        g.json_body = parse_json_object(request.get_data(cache=True))
+    return g.json_body
+
+
+def param(name: str) -> object:
+    """A parameter from the query string, else (on POST) from the JSON body; the query wins."""
+    body = json_body() if request.method == "POST" else {}
+    if name in request.args:
+        return request.args[name]
+    return body.get(name)
+
+
+def require_admin() -> None:
+    """When ADMIN_TOKEN is set, demand `Authorization: Bearer <token>` (compared in constant time)."""
+    token = current_app.extensions["settings"].admin_token
+    if not token:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(
+            "This route needs 'Authorization: Bearer <admin token>'.",
+            status=401, code="unauthorized", headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -30,6 +30,7 @@ from counters import SharedState
 from errors import ApiError, InvalidParameter
 from models import Base, Id, UTCDateTime, utcnow
 from observability import current_call
+from params import require_admin
 
 log = logging.getLogger(__name__)
 bp = Blueprint("spend", __name__)
@@ -351,7 +352,6 @@ def parse_usage_day(value: str | None, name: str) -> date | None:
 @bp.get("/usage")
 def usage():
     """Provider calls and their cost between two UTC days, grouped by provider, day or route."""
-    from main import require_admin  # main registers this blueprint: imported late to keep the import order simple
 
     require_admin()
     group_by = request.args.get("group_by") or "provider"
