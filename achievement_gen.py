@@ -60,8 +60,7 @@ def write_achievement(day: date, product: str, settings: Settings) -> Achievemen
     """Ask the model for an achievement tied to the celebration nearest `day`, for buyers of `product`."""
     if not settings.openai_api_key:
         raise ProviderError(NAME, "OpenAI needs OPENAI_API_KEY to be set.")
-    client = _client(settings.openai_api_key, settings.openai_base_url, settings.provider_timeout_s,
-                     settings.provider_retries, settings.openai_model)
+    client = client_for(settings)
     messages = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": _request(day, product)}]
     deadline = time.monotonic() + http_client.deadline_s(settings)
     attempts = settings.provider_retries + 1
@@ -74,6 +73,12 @@ def write_achievement(day: date, product: str, settings: Settings) -> Achievemen
         if time.monotonic() >= deadline:
             break
     raise ProviderError(NAME, f"openai's reply could not be used after {attempt} attempt(s).")
+
+
+def client_for(settings: Settings) -> openai.OpenAI:
+    """The SDK client of these settings, shared by every request (and built before the first one by warm_up)."""
+    return _client(settings.openai_api_key, settings.openai_base_url, settings.provider_timeout_s,
+                   settings.provider_retries, settings.openai_model)
 
 
 @lru_cache(maxsize=8)
@@ -202,8 +207,7 @@ def _text(value: object) -> str:
 
 def warm_up(settings: Settings) -> None:
     """Build the client and the reply's model before the first request needs them (~0.2 s on the first call)."""
-    client = _client(settings.openai_api_key, settings.openai_base_url, settings.provider_timeout_s,
-                     settings.provider_retries)
+    client = client_for(settings)
     _ = client.chat.completions  # the SDK imports its resources on first access
     openai.types.chat.ChatCompletion.model_validate({
         "id": "warm-up", "object": "chat.completion", "created": 0, "model": settings.openai_model,

@@ -235,8 +235,21 @@ def service_environment(workdir: Path, port: int, stub_url: str) -> dict[str, st
         "CLIPDROP_API_KEY": "bench", "CLIPDROP_API_URL": stub_url,
         "OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": f"{stub_url}/v1",
         "PROVIDER_RETRIES": "0", "PROVIDER_TIMEOUT_S": "30",
+        "BADGE_SIGNING_KEY": str(signing_key(workdir)),  # production refuses to start without one
     })
     return env
+
+
+def signing_key(workdir: Path) -> Path:
+    """An Ed25519 key for this run's badges, made once in its folder."""
+    path = workdir / "badge-signing-key.pem"
+    if not path.exists():
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
 
 
 class Service:

@@ -281,3 +281,16 @@ def test_refusal_is_a_rejected_prompt(client, stub, reply):
     assert (response.get_json()["code"], response.get_json()["provider"]) == ("content_rejected", "openai")
     assert len(stub.requests) == 1
     assert_nothing_saved(client.application)
+
+
+def test_the_server_warms_the_openai_client_it_will_use(stub):
+    """gunicorn.conf.py warms the text provider before forking: with OpenAI configured, that builds the very client
+    (the ledger's transport included) that the first achievement then uses."""
+    import achievement_gen
+    import providers
+    from config import Settings
+
+    settings = Settings(openai_api_key=OPENAI_KEY, openai_base_url=stub.base_url, text_provider="openai")
+    providers.warm_up(settings)
+    assert achievement_gen.client_for(settings) is achievement_gen.client_for(settings)
+    assert achievement_gen.client_for(settings).base_url == stub.base_url.rstrip("/") + "/"
