@@ -142,7 +142,9 @@ def submit(kind: str, params: dict, preferences: Preferences, *, total: int = 1)
         raise ApiError("This Idempotency-Key was used with other parameters.", status=422,
                        code="idempotency_key_reused")
     g.job_id = job.id  # for the request's log line
-    if created:
+    if created and app.extensions["jobs"].runs_in_request(preferences):
+        execute(app, job.id)
+    elif created:
         app.extensions["jobs"].dispatch(job.id)
     elif job.status in FINAL:
         response = final_answer(job)
@@ -456,6 +458,12 @@ class Runner:
                 log.exception("job %s: could not reach the broker", job_id)
         else:
             self.local_pool().submit(self.run, job_id)
+
+    def runs_in_request(self, preferences: Preferences) -> bool:
+        """Whether the request's own thread runs its job: with no broker, a request that waits for its job without a
+        `Prefer` would only sit idle while a pool thread worked, and would queue behind its slots; the pool is kept
+        for the jobs that nobody waits on. The job is claimed, beats and is swept like any other."""
+        return not self.settings.celery_broker_url and not preferences.respond_async and preferences.wait_s is None
 
     def local_pool(self) -> ThreadPoolExecutor:
         with self.lock:
