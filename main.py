@@ -486,10 +486,12 @@ def startup_line(settings: Settings, base_url: str) -> str:
     images = settings.image_store_url or f"folder {settings.image_dir.resolve()}"
     if settings.image_store_url and settings.s3_endpoint_url:
         images += f" at {make_url_safe(settings.s3_endpoint_url)}"
+    jobs_runner = (f"on Celery workers via {make_url_safe(settings.celery_broker_url)}" if settings.celery_broker_url
+                   else f"in process ({settings.job_workers} per worker)")
     return (f"Serving on {base_url} (API docs: {base_url}/docs); "
             f"database {make_url(settings.database_url).render_as_string(hide_password=True)}; images in {images}; "
             f"image providers {', '.join(provider.NAME for provider in chosen.image_chain)}; "
-            f"text provider {chosen.text_provider.NAME}")
+            f"text provider {chosen.text_provider.NAME}; jobs {jobs_runner}")
 
 
 def make_url_safe(url: str) -> str:

@@ -102,12 +102,14 @@ def test_startup_line_names_the_stores_without_secrets():
         database_url="postgresql+psycopg://shop:hunter2pw@db.internal:5432/shop", image_store_url="s3://badges/png",
         s3_endpoint_url="http://minio:s3cretpw@127.0.0.1:9000", clipdrop_api_key="cd-test-key",
         stability_api_key="sk-test-stability", openai_api_key="sk-test-openai",
+        celery_broker_url="amqp://guest:rabbitpw@127.0.0.1:5672//",
     ), "http://0.0.0.0:8000")
     assert line == ("Serving on http://0.0.0.0:8000 (API docs: http://0.0.0.0:8000/docs); "
                     "database postgresql+psycopg://shop:***@db.internal:5432/shop; "
                     "images in s3://badges/png at http://minio:***@127.0.0.1:9000; "
-                    "image providers clipdrop, stability; text provider openai")
-    for secret in ("hunter2pw", "s3cretpw", "cd-test-key", "sk-test"):
+                    "image providers clipdrop, stability; text provider openai; "
+                    "jobs on Celery workers via amqp://guest:***@127.0.0.1:5672//")
+    for secret in ("hunter2pw", "s3cretpw", "cd-test-key", "sk-test", "rabbitpw"):
         assert secret not in line
 
 
