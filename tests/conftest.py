@@ -10,6 +10,7 @@ import io
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -192,11 +193,40 @@ def count_rows(app, model) -> int:
         return session.scalar(select(func.count()).select_from(model))
 
 
+@pytest.fixture(scope="module")
+def stub():
+    """bench/vendor_stub.py on a loopback port: Clipdrop, Stability AI and OpenAI as they answer, after
+    `stub.latency_s`, counting the calls they answered."""
+    from bench import vendor_stub
+
+    server = vendor_stub.start(latency_s=0.0)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def http():
     """Every `requests` call of the test goes to mocks registered here; an unused mock fails the test."""
     with responses.RequestsMock() as mock:
         yield mock
+
+
+def post_together(app, url: str, headers: dict[str, str], count: int = 2) -> list:
+    """`count` POSTs of `url` released at the same moment from threads of their own; their answers."""
+    answers, start = [], threading.Barrier(count)
+
+    def ask():
+        client = app.test_client()
+        start.wait()
+        answers.append(client.post(url, headers=headers))
+
+    threads = [threading.Thread(target=ask) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
 
 
 def generate(client, user_id, theme="tech"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from datetime import timedelta
@@ -15,22 +14,13 @@ from sqlalchemy import select, update
 
 import jobs
 from bench import vendor_stub
-from conftest import count_rows, image_files
+from conftest import count_rows, image_files, post_together
 from fakes import CLIPDROP_KEY, CLIPDROP_URL
 from models import Achievement, Job, JobOutput, Storefront, utcnow
 from provider_types import GeneratedImage
 
 FINAL = {"succeeded", "failed", "canceled"}
 ADMIN = "jobs-admin-token"
-
-
-@pytest.fixture(scope="module")
-def stub():
-    """The vendor stub: Clipdrop that answers after `stub.latency_s`, counting the calls it answered."""
-    server = vendor_stub.start(latency_s=0.0)
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -367,19 +357,7 @@ def test_two_concurrent_requests_with_one_key_make_one_provider_call(make_app, s
     app = make_app(**slow(0.5))
     users = seed(app.test_client())
     url = f"/gen-new-storefront-images?user_id={users[0]['id']}&shop_theme=tech"
-    answers = []
-    start = threading.Barrier(2)
-
-    def ask():
-        client = app.test_client()
-        start.wait()
-        answers.append(client.post(url, headers={"Idempotency-Key": "same"}))
-
-    threads = [threading.Thread(target=ask) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = post_together(app, url, {"Idempotency-Key": "same"})
     assert [answer.status_code for answer in answers] == [200, 200]
     assert answers[0].get_json() == answers[1].get_json()
     assert stub.calls["clipdrop"] == 1

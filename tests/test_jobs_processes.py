@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,8 +23,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 import migrate
-from bench import vendor_stub
-from conftest import BufferedClient, postgres_schema
+from conftest import BufferedClient, post_together, postgres_schema
 from fakes import CLIPDROP_KEY
 from main import create_app
 from models import Job, JobOutput
@@ -38,14 +36,6 @@ BROKER_PARAMS = [pytest.param(url, id=url.split(":")[0]) for url in BROKERS] or 
     pytest.param(None, id="no-broker", marks=pytest.mark.skip(reason=NO_BROKER))]
 STALE_S = "3"  # short, so a killed runner's job is taken over within the test
 WORKER_START_S = 60
-
-
-@pytest.fixture(scope="module")
-def stub():
-    server = vendor_stub.start(latency_s=0.0)
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def provider_settings(stub) -> dict[str, str]:
@@ -262,18 +252,7 @@ def test_celery_two_concurrent_requests_with_one_key_make_one_call(service, stub
     app = service.app
     user = seed(app.test_client())
     url = f"/gen-new-storefront-images?user_id={user['id']}&shop_theme=tech"
-    answers, start = [], threading.Barrier(2)
-
-    def ask():
-        client = app.test_client()
-        start.wait()
-        answers.append(client.post(url, headers={"Idempotency-Key": f"celery-{user['id']}"}))
-
-    threads = [threading.Thread(target=ask) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = post_together(app, url, {"Idempotency-Key": f"celery-{user['id']}"})
     assert [answer.status_code for answer in answers] == [200, 200]
     assert answers[0].get_json() == answers[1].get_json()
     assert stub.calls["clipdrop"] == 1

@@ -8,16 +8,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from bench import vendor_stub
 from tests.conftest import png_size
-
-
-@pytest.fixture(scope="module")
-def stub():
-    server = vendor_stub.start(latency_s=0.0)
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def test_clipdrop_answers_a_1024_png_with_credit_headers(stub):
