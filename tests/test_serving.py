@@ -92,7 +92,7 @@ def assert_startup_line(server, folder) -> None:
     line = lines[0]
     assert line.startswith(f"Serving on {server.base_url} (API docs: {server.base_url}/docs); "), line
     assert f"database sqlite:///{folder}/app.db; images in folder {folder}/images;" in line, line
-    assert line.endswith("image providers local; text provider local"), line
+    assert line.endswith("image providers local; text provider local; jobs in process (4 per worker)"), line
     docs = re.search(r"API docs: (\S+)\)", line).group(1)
     assert requests.get(docs, timeout=10).status_code == 200
 
