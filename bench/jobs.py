@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import vendor_stub  # noqa: E402
-from tests.serving import free_port  # noqa: E402
+from tests.serving import free_port, stop  # noqa: E402
 
 SLOTS_PER_PROCESS = 4
 PROCESSES = 2
@@ -41,16 +40,6 @@ def start(command: list[str], env: dict[str, str], workdir: Path, name: str) -> 
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def wait_until(check, timeout_s: float, what: str) -> None:

@@ -77,6 +77,14 @@ class StubServer:
         self.server = Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
+    def __enter__(self) -> StubServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -87,11 +95,8 @@ class StubServer:
 
 @pytest.fixture
 def stub():
-    server = StubServer()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+    with StubServer() as server:
+        yield server
 
 
 @pytest.fixture

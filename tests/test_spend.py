@@ -146,11 +146,8 @@ def test_a_broken_ledger_never_fails_the_generation(client, clipdrop_app, users,
 
 @pytest.fixture
 def openai_stub():
-    server = StubServer()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+    with StubServer() as server:
+        yield server
 
 
 def with_usage(reply, prompt_tokens: int, completion_tokens: int):
