@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import secrets
-import struct
 import tempfile
 import uuid
 import zlib
@@ -33,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from errors import ApiError, InvalidParameter, NotFound
+from image_store import PNG_SIGNATURE, png_chunks
 from models import Achievement, BadgeCredential, User, UserAchievement
 from params import parse_id, parse_int, parse_json_object
 from providers import add_text_chunks
@@ -47,7 +47,6 @@ CHUNK_KEYWORD = "openbadgecredential"
 # Bitstring Status List: at least 16 KiB of bits per list, so that one bit says little about whose badge it is.
 LIST_SIZE = 16 * 1024 * 8
 KEY_FILE = "badge-signing-key.pem"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALG = "EdDSA"
 
 # joserfc flags "EdDSA" as superseded by RFC 9864's "Ed25519" (the same signature); PyJWT and the Open Badges
@@ -321,15 +320,9 @@ def bake(png: bytes, token: str) -> bytes:
 
 def baked_credential(png: bytes) -> str | None:
     """The text of the PNG's `openbadgecredential` iTXt chunk, or None when it has none (or is no PNG)."""
-    if not png.startswith(PNG_SIGNATURE):
-        return None
-    position = len(PNG_SIGNATURE)
-    while position + 8 <= len(png):
-        length, kind = struct.unpack(">I4s", png[position:position + 8])
-        data = png[position + 8:position + 8 + length]
-        position += 12 + length
+    for kind, data, _crc in png_chunks(png):
         if kind == b"iTXt":
-            keyword, _, rest = data.partition(b"\0")
+            keyword, _, rest = bytes(data).partition(b"\0")
             if keyword == CHUNK_KEYWORD.encode() and len(rest) >= 2:
                 compressed, text = rest[0], rest[2:].split(b"\0", 2)[-1]  # skip language and translated keyword
                 try:

@@ -45,24 +45,35 @@ class StoredImage:
                 "image_width": self.width, "image_height": self.height}
 
 
+def png_chunks(png: bytes) -> Iterator[tuple[bytes, memoryview, int]]:
+    """The chunks after a PNG's signature, in order: type, data and the CRC it carries; stops early at a chunk that is
+    cut short, and yields nothing for bytes that are no PNG."""
+    if not png.startswith(PNG_SIGNATURE):
+        return
+    view, offset = memoryview(png), len(PNG_SIGNATURE)
+    while offset + 12 <= len(png):
+        length, kind = struct.unpack_from(">I4s", png, offset)
+        end = offset + 12 + length
+        if end > len(png):
+            return
+        (crc,) = struct.unpack_from(">I", png, end - 4)
+        yield kind, view[offset + 8:end - 4], crc
+        offset = end
+
+
 def check_png(png: bytes) -> tuple[int, int]:
     """Width and height of a well-formed PNG, checked without decoding a pixel: the signature, IHDR first, every
     chunk's CRC, some IDAT, IEND last (what Pillow's `verify()` checks); ValueError otherwise."""
     if not png.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG")
-    view, offset, size, seen_idat = memoryview(png), len(PNG_SIGNATURE), None, False
-    while offset + 12 <= len(png):
-        length, kind = struct.unpack_from(">I4s", png, offset)
-        end = offset + 12 + length
-        if end > len(png):
-            break
-        (crc,) = struct.unpack_from(">I", png, end - 4)
-        if zlib.crc32(view[offset + 4:end - 4]) != crc:
+    size, seen_idat = None, False
+    for kind, data, crc in png_chunks(png):
+        if zlib.crc32(data, zlib.crc32(kind)) != crc:
             raise ValueError(f"PNG chunk {kind!r} fails its CRC")
         if size is None:
-            if kind != b"IHDR" or length != 13:
+            if kind != b"IHDR" or len(data) != 13:
                 raise ValueError("PNG does not start with IHDR")
-            size = struct.unpack_from(">II", png, offset + 8)
+            size = struct.unpack_from(">II", data)
             if 0 in size:
                 raise ValueError("PNG has no pixels")
         seen_idat = seen_idat or kind == b"IDAT"
@@ -70,7 +81,6 @@ def check_png(png: bytes) -> tuple[int, int]:
             if not seen_idat:
                 raise ValueError("PNG has no image data")
             return size
-        offset = end
     raise ValueError("PNG is truncated")
 
 

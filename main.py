@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -203,11 +202,6 @@ def find_achievement(achievement_id: int) -> Achievement:
     return achievement
 
 
-def send_png(sha256: str | None, not_found: Callable[[], NotFound]):
-    """The PNG of a compat route, with its hash as ETag (see images.send_png)."""
-    return images.send_png(sha256, not_found)
-
-
 # --- error handlers -------------------------------------------------------------------------------
 
 
@@ -282,7 +276,7 @@ def download_storefront_image():
     if found is None or found.user_id != user_id:
         find_user(user_id)  # only to tell which 404 it is
         raise not_found()
-    return send_png(found.image_sha256, not_found)
+    return images.send_png(found.image_sha256, not_found)
 
 
 @bp.get("/get-all-user-storefront-image")
@@ -375,7 +369,7 @@ def get_achievement_image():
     found = look_up(ACHIEVEMENT_IMAGE, id=achievement_id)
     if found is None:
         find_achievement(achievement_id)  # raises achievement_not_found
-    return send_png(found.image_sha256 if found else None, lambda: no_image(achievement_id))
+    return images.send_png(found.image_sha256 if found else None, lambda: no_image(achievement_id))
 
 
 @bp.get("/view-all-achievement-user")
