@@ -533,7 +533,6 @@ def celery_init_app(app: Flask):
     """The Celery app of this service (Flask's "Background Tasks with Celery" pattern): its task carries a job id
     and runs inside the Flask app's context."""
     from celery import Celery, Task
-    from celery.signals import worker_process_init
 
     settings = app.extensions["settings"]
 
@@ -562,11 +561,6 @@ def celery_init_app(app: Flask):
     @celery.task(name=TASK_NAME)
     def run_job(job_id: str) -> str | None:
         return execute(app, job_id)
-
-    @worker_process_init.connect(weak=False)
-    def _fresh_connections(**_kwargs) -> None:
-        # A forked pool process must not share its parent's database connections.
-        app.extensions["engine"].dispose(close=False)
 
     app.extensions["celery"] = celery
     return celery
