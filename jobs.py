@@ -481,6 +481,8 @@ class Runner:
 
     def start_sweeper(self) -> None:
         """Start this process's sweeper, once."""
+        if self.sweeper is not None and self.sweeper.is_alive():  # every request asks: answer without the lock
+            return
         with self.lock:
             if self.sweeper is not None and self.sweeper.is_alive():
                 return
@@ -613,8 +615,12 @@ def init_app(app: Flask) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(existing, JobIdFilter) for existing in logger.filters):
             logger.addFilter(JobIdFilter())
+    def count_waiting() -> None:  # read at each scrape, from the database every process shares
+        with app.extensions["sessionmaker"]() as session:
+            waiting.set(session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")))
+
     metrics.count_job = count_job
-    metrics.jobs_waiting = waiting
+    metrics.refreshers.append(count_waiting)
     if app.extensions["settings"].celery_broker_url:
         celery_init_app(app)
     app.extensions["jobs"] = Runner(app)
@@ -626,10 +632,6 @@ def start_sweeper() -> None:
     # On the first request of each process (a gunicorn worker, not the master that forks them): tests start none.
     if current_app.config.get("JOB_SWEEPER", not current_app.testing):
         current_app.extensions["jobs"].start_sweeper()
-    if request.endpoint == "api.export_metrics":
-        with current_app.extensions["sessionmaker"]() as session:
-            queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued"))
-        current_app.extensions["metrics"].jobs_waiting.set(queued)
 
 
 def find_job(job_id: str) -> Job:
