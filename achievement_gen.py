@@ -12,16 +12,19 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from datetime import date
 from functools import lru_cache
 
+import httpx2
 import openai
 
-import http_client
-import spend
-from config import Settings
-from errors import ContentRejected, ProviderBusy, ProviderError
-from provider_types import AchievementDraft
+from core import http_client
+from core.celebrations import nearest_celebration
+from core.errors import ContentRejected, ProviderBusy, ProviderError
+from core.ledger import record_attempt, vendor_number
+from core.provider_types import AchievementDraft
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +88,13 @@ def client_for(settings: Settings) -> openai.OpenAI:
 def _client(api_key: str, base_url: str | None, timeout: float, retries: int, model: str) -> openai.OpenAI:
     """One client per configuration, built on first use (the SDK refuses to build without a key).
 
-    Its transport writes each attempt the SDK makes, retries included, to the ledger (spend.py).
+    Its transport writes each attempt the SDK makes, retries included, to the ledger (core/ledger.py).
     """
-    http = openai.DefaultHttpx2Client(transport=spend.RecordingTransport(model))
+    http = openai.DefaultHttpx2Client(transport=RecordingTransport(model))
     return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=retries, http_client=http)
 
 
 def _request(day: date, product: str) -> str:
-    from local_achievement_gen import nearest_celebration
-
     when, occasion = nearest_celebration(day)
     return (
         f"Write an achievement for people who buy {json.dumps(product)} around {day:%d %B %Y}. "
@@ -213,3 +214,41 @@ def warm_up(settings: Settings) -> None:
         "id": "warm-up", "object": "chat.completion", "created": 0, "model": settings.openai_model,
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}],
     })
+
+
+class RecordingTransport(httpx2.BaseTransport):
+    """The SDK's transport: records each attempt in the ledger, with the reply's `usage` tokens."""
+
+    def __init__(self, model: str, inner: httpx2.BaseTransport | None = None) -> None:
+        self.model = model
+        self.inner = inner or httpx2.HTTPTransport()
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        started = time.perf_counter()
+        try:
+            response = self.inner.handle_request(request)
+        except Exception:
+            record_attempt(seconds=time.perf_counter() - started, model=self.model)
+            raise
+        usage = None
+        if response.status_code == 200:
+            response.read()  # a chat completion is one small JSON body; the SDK reads it again from memory
+            try:
+                usage = json.loads(response.content).get("usage")
+            except (ValueError, AttributeError):
+                usage = None
+        record_attempt(seconds=time.perf_counter() - started, status=response.status_code,
+                       headers=response.headers, usage=usage if isinstance(usage, dict) else None, model=self.model)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def bill(status: int | None, headers: Mapping[str, str], usage: Mapping[str, object], settings: Settings) -> dict:
+    """One attempt's ledger figures: the reply's prompt and completion tokens, at the PRICE_OPENAI_* settings."""
+    tokens_in = int(vendor_number(usage.get("prompt_tokens")) or 0)
+    tokens_out = int(vendor_number(usage.get("completion_tokens")) or 0)
+    return {"input_tokens": tokens_in, "output_tokens": tokens_out,
+            "cost_usd": (tokens_in * settings.price_openai_input_per_mtok_usd
+                         + tokens_out * settings.price_openai_output_per_mtok_usd) / 1e6}

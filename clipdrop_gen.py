@@ -1,16 +1,18 @@
 """Clipdrop text-to-image: one multipart `prompt`, a 1024x1024 PNG back, credits left in a response header.
 
-The credit headers are read by the ledger (spend.py), which shares the last count with every process.
+`bill` reads the credit headers for the ledger (core/ledger.py), which shares the last count with every process.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
-import http_client
-from config import Settings
-from errors import ProviderError
-from provider_types import ImageSpec, RawImage
+from core import http_client
+from core.errors import ProviderError
+from core.ledger import vendor_number
+from core.provider_types import ImageSpec, RawImage
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +47,16 @@ def clip_prompt(prompt: str) -> str:
     if len(prompt) <= MAX_PROMPT_CHARS:
         return prompt
     return prompt[: MAX_PROMPT_CHARS + 1].rsplit(" ", 1)[0][:MAX_PROMPT_CHARS]
+
+
+def bill(status: int | None, headers: Mapping[str, str], usage: Mapping[str, object], settings: Settings) -> dict:
+    """One attempt's ledger figures: Clipdrop's `x-credits-consumed` (else its documented price, 1 credit per
+    successful call) and `x-remaining-credits` (0 after a 402), at PRICE_CLIPDROP_CREDIT_USD a credit."""
+    credits = vendor_number(headers.get("x-credits-consumed"))
+    if credits is None:
+        credits = 1.0 if status == 200 else 0.0
+    remaining = vendor_number(headers.get("x-remaining-credits"))
+    if remaining is None and status == 402:
+        remaining = 0
+    return {"credits": credits, "remaining_credits": None if remaining is None else int(remaining),
+            "cost_usd": credits * settings.price_clipdrop_credit_usd}

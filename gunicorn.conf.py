@@ -18,8 +18,8 @@ import shutil
 import tempfile
 import time
 
-from config import from_environment
-from main import startup_line
+from core.settings import from_environment
+from ops.serving import startup_line
 from providers import warm_up
 
 _settings = from_environment()
@@ -54,9 +54,9 @@ logconfig_dict = {
     "root": {"level": "INFO", "handlers": ["error_console"]},
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
-        # The app logs one line per request with its request id (observability.py): gunicorn's would repeat it.
+        # The app logs one line per request with its request id (core/observability.py): gunicorn's would repeat it.
         "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
-        "alembic": {"level": "WARNING"},  # chatty at every start; migrate.py says when it upgrades
+        "alembic": {"level": "WARNING"},  # chatty at every start; core/schema.py says when it upgrades
     },
 }
 

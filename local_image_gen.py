@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
-import io
 import math
 import re
 import unicodedata
@@ -13,11 +12,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
-from errors import ProviderError
-from provider_types import ImageSpec, RawImage
+from core.errors import ProviderError
+from core.png import encode
+from core.provider_types import ImageSpec, RawImage
 
 if TYPE_CHECKING:
-    from config import Settings
+    from core.settings import Settings
 
 NAME = "local"
 MODEL = "pillow-scene-1"
@@ -535,10 +535,8 @@ def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
         raise ProviderError(NAME, f"the local renderer cannot draw a {spec.width}x{spec.height} image")
     draw = _badge if spec.kind == "badge" else _storefront
     try:
-        image = draw(spec, spec.width * SS, spec.height * SS).reduce(SS)
-        out = io.BytesIO()
-        image.save(out, "PNG", compress_level=1)
+        png = encode(draw(spec, spec.width * SS, spec.height * SS).reduce(SS))
     except (OSError, ValueError, MemoryError) as error:
         raise ProviderError(NAME, f"the local renderer failed: {error}") from None
     seed = int.from_bytes(hashlib.sha256(spec.prompt.encode("utf-8", "surrogatepass")).digest()[:4], "big")
-    return RawImage(out.getvalue(), MODEL, seed)
+    return RawImage(png, MODEL, seed)

@@ -1,4 +1,6 @@
-"""The Future x Past backend: the Flask app factory and every route of the HTTP contract."""
+"""The Future x Past backend: the app factory, and the routes of the first version (storefronts, achievements,
+recommendations and demo data). Every other capability is a package that the factory plugs in with its
+`init_app`; `python main.py` serves the app (see `ops/serving.py`)."""
 
 from __future__ import annotations
 
@@ -6,35 +8,27 @@ import base64
 import logging
 import os
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from flask import Blueprint, Flask, current_app, g, jsonify, request
-from flask.helpers import get_debug_flag
+from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_cors import CORS
-from flask_limiter import Limiter, RateLimitExceeded
-from flask_limiter.util import get_remote_address
-from gunicorn.app.base import Application
-from sqlalchemy import bindparam, delete, make_url, select, text
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import api_docs
 import badges
-import counters
 import images
 import jobs
-import migrate
-import observability
+import ops
 import seed
 import spend
-from api_docs import docs, load_openapi
-from config import Settings, read_env_file
-from errors import ApiError, NotFound
-from image_store import ImageStore
-from models import Achievement, Storefront, User, UserAchievement, make_engine
-from params import (
+from badges.credentials import issue, sync
+from core import db, errors, http_edge, observability, schema
+from core.db import find_achievement, find_user, get_session, look_up
+from core.errors import NotFound
+from core.image_store import store_for
+from core.ledger import Ledger
+from core.params import (
     json_body,
     param,
     parse_day,
@@ -45,7 +39,15 @@ from params import (
     parse_text,
     require_admin,
 )
+from core.settings import Settings, read_env_file
+from core.shared_counters import shared_state
+from images.delivery import send_png
+from jobs.asking import read_preferences, submit
+from models import Achievement, Storefront, UserAchievement
+from ops.serving import serve
 from providers import Generator
+from spend.budget import check_budget
+from spend.limits import limit_generation
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -54,15 +56,7 @@ bp = Blueprint("api", __name__)
 # cost more than the query itself (see README, Benchmarks).
 STOREFRONT_IMAGE = select(Storefront.user_id, Storefront.image_sha256).where(Storefront.id == bindparam("id"))
 ACHIEVEMENT_IMAGE = select(Achievement.image_sha256).where(Achievement.id == bindparam("id"))
-HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    416: "range_not_satisfiable",
-    429: "rate_limited",
-}
+GENERATING_ROUTES = ("api.generate_storefronts", "api.generate_achievement")
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -83,148 +77,34 @@ def create_app(config: dict | None = None) -> Flask:
     if settings.trusted_proxies:  # the client address (rate limits) is what the proxies in front say it is
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     app.json.sort_keys = False
-    engine = make_engine(settings.database_url)
+    engine = db.make_engine(settings.database_url)
     try:  # development upgrades the schema itself; production expects `alembic upgrade head` as a deploy step
-        migrate.prepare(engine, upgrade_allowed=not settings.is_production)
+        schema.prepare(engine, upgrade_allowed=not settings.is_production)
     except BaseException:
         engine.dispose()
         raise
-    metrics = observability.init_app(app)
+    metrics = observability.init_app(app)  # first, so that every request is counted and logged
+    http_edge.init_app(app)
     app.extensions["settings"] = settings
-    app.extensions["engine"] = engine
-    app.extensions["sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
-    app.extensions["image_store"] = images.store_for(settings)
-    state = counters.shared_state(engine, settings.ratelimit_storage_uri)
-    ledger = spend.init_app(app, engine, settings, state, metrics)
+    db.init_app(app, engine)
+    app.extensions["image_store"] = store_for(settings)
+    state = shared_state(engine, settings.ratelimit_storage_uri)
+    ledger = app.extensions["ledger"] = Ledger(engine, settings, state, metrics.provider_cost)
     app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider, state=state, ledger=ledger)
-    app.extensions["openapi"] = load_openapi()
 
     CORS(app, origins=list(settings.cors_origins), expose_headers=[
         "ETag", "Retry-After", "X-Request-ID", "Location", "Preference-Applied", "Idempotent-Replayed"])
     app.register_blueprint(bp)
-    app.register_blueprint(docs)
+    api_docs.init_app(app)
     badges.init_app(app, settings)
-    app.register_blueprint(images.bp)
+    images.init_app(app)
     jobs.init_app(app)
-    limit_generation(app, settings)
-    app.teardown_appcontext(close_session)
-    app.register_error_handler(HTTPException, handle_http_error)
-    app.register_error_handler(ApiError, handle_api_error)
-    app.register_error_handler(Exception, handle_unexpected_error)
+    spend.init_app(app)
+    ops.init_app(app)
+    limit_generation(app, settings, GENERATING_ROUTES)
+    errors.init_app(app)
     seed.register_commands(app)
-    images.register_commands(app)
     return app
-
-
-def limit_generation(app: Flask, settings: Settings) -> None:
-    """Apply GENERATION_RATE_LIMIT per client address to each generating route, counted separately."""
-    if not settings.generation_rate_limit:
-        return
-    # One count for every worker and machine: in the database, or where RATELIMIT_STORAGE_URI says.
-    storage_uri, storage_options = counters.limiter_storage(app.extensions["engine"], settings.ratelimit_storage_uri)
-    limiter = Limiter(
-        get_remote_address, app=app, storage_uri=storage_uri, storage_options=storage_options,
-        headers_enabled=True, default_limits=[],
-    )
-    for endpoint in ("api.generate_storefronts", "api.generate_achievement"):
-        app.view_functions[endpoint] = limiter.limit(settings.generation_rate_limit)(app.view_functions[endpoint])
-
-
-# --- per-request plumbing -------------------------------------------------------------------------
-
-
-def get_session() -> Session:
-    """The database session of this request, opened on first use."""
-    if "db" not in g:
-        g.db = current_app.extensions["sessionmaker"]()
-    return g.db
-
-
-def close_session(_exc: BaseException | None = None) -> None:
-    session = g.pop("db", None)
-    if session is not None:
-        session.close()
-
-
-def settings() -> Settings:
-    return current_app.extensions["settings"]
-
-
-def image_store() -> ImageStore:
-    return current_app.extensions["image_store"]
-
-
-def generator() -> Generator:
-    return current_app.extensions["generator"]
-
-
-@bp.before_app_request
-def refuse_large_bodies() -> None:
-    # Werkzeug only enforces the limit when the body is read; refuse early so every route answers alike.
-    if request.content_length is not None and request.content_length > settings().max_request_bytes:
-        raise RequestEntityTooLarge()
-
-
-@bp.before_app_request
-def ignore_unusable_range() -> None:
-    # RFC 9110: a Range in a unit we do not serve must be ignored, and a malformed one may be; Werkzeug would
-    # answer both with 416, which is meant for a range past the end of the file.
-    if "HTTP_RANGE" in request.environ and (request.range is None or request.range.units != "bytes"):
-        del request.environ["HTTP_RANGE"]
-
-
-@bp.after_app_request
-def add_security_headers(response):
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
-
-
-def find_user(user_id: int, *, lock: bool = False) -> User:
-    """The user, or 404; `lock` holds the user's row until commit, so writes about one user take turns."""
-    # FOR NO KEY UPDATE (PostgreSQL; SQLite locks on write anyway): it still lets other requests insert rows
-    # that merely reference this user, such as an award.
-    user = get_session().get(User, user_id, with_for_update={"key_share": True} if lock else None)
-    if user is None:
-        raise NotFound(f"No user has id {user_id}.", code="user_not_found")
-    return user
-
-
-def look_up(statement, **params):
-    """The first row of a read-only statement, on a pooled connection without an ORM session."""
-    with current_app.extensions["engine"].connect() as connection:
-        return connection.execute(statement, params).first()
-
-
-def find_achievement(achievement_id: int) -> Achievement:
-    achievement = get_session().get(Achievement, achievement_id)
-    if achievement is None:
-        raise NotFound(f"No achievement has id {achievement_id}.", code="achievement_not_found")
-    return achievement
-
-
-# --- error handlers -------------------------------------------------------------------------------
-
-
-def handle_api_error(error: ApiError):
-    return jsonify(error.to_dict()), error.status, error.headers
-
-
-def handle_http_error(error: HTTPException):
-    response = error.get_response()
-    code = HTTP_CODES.get(error.code or 500, "internal_error" if (error.code or 500) >= 500 else "bad_request")
-    message = error.description
-    if isinstance(error, RateLimitExceeded):  # its description is the bare limit, e.g. "30 per 1 minute"
-        message = f"Too many generation requests from this address (limit: {error.description}); try again later."
-    response.set_data(current_app.json.dumps({"error": message, "code": code}))
-    response.content_type = "application/json"
-    return response
-
-
-def handle_unexpected_error(error: Exception):
-    if "db" in g:
-        g.db.rollback()
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return jsonify({"error": "The server hit an unexpected error.", "code": "internal_error"}), 500
 
 
 # --- storefronts ----------------------------------------------------------------------------------
@@ -232,18 +112,18 @@ def handle_unexpected_error(error: Exception):
 
 @bp.post("/gen-new-storefront-images")
 def generate_storefronts():
-    """Generate one storefront image per requested theme of the user, concurrently, as a job (see jobs.py)."""
+    """Generate one storefront image per requested theme of the user, concurrently, as a job (see the jobs package)."""
     user_id = parse_id(param("user_id"), "user_id")
     shop_theme = parse_text(param("shop_theme"), "shop_theme")
-    preferences = jobs.read_preferences()
+    preferences = read_preferences()
     user = find_user(user_id)
     recommendations = user.recommendations or {}
     themes = list(recommendations) if shop_theme == "all" else [shop_theme]
     if not themes or any(theme not in recommendations for theme in themes):
         raise NotFound("Mismatch of Themes", code="theme_not_found", field="shop_theme")
 
-    spend.check_budget()
-    return jobs.submit("storefronts", {"user_id": user_id, "shop_theme": shop_theme}, preferences,
+    check_budget()
+    return submit("storefronts", {"user_id": user_id, "shop_theme": shop_theme}, preferences,
                        total=len(themes))
 
 
@@ -251,7 +131,7 @@ def generate_storefronts():
 def list_storefront_images():
     """The user's storefronts with their PNGs inline, base64-encoded."""
     user = find_user(parse_id(param("user_id"), "user_id"))
-    store = image_store()
+    store = current_app.extensions["image_store"]
     images = []
     for storefront in user.storefronts:
         item = storefront.to_dict()
@@ -276,7 +156,7 @@ def download_storefront_image():
     if found is None or found.user_id != user_id:
         find_user(user_id)  # only to tell which 404 it is
         raise not_found()
-    return images.send_png(found.image_sha256, not_found)
+    return send_png(found.image_sha256, not_found)
 
 
 @bp.get("/get-all-user-storefront-image")
@@ -294,7 +174,7 @@ def delete_all_storefronts():
     hashes = set(session.scalars(select(Storefront.image_sha256).distinct()))
     deleted = session.execute(delete(Storefront)).rowcount
     session.commit()
-    image_store().remove_unused(session, hashes)
+    current_app.extensions["image_store"].remove_unused(session, hashes)
     return jsonify({"message": "All storefront entries deleted successfully", "deleted": deleted})
 
 
@@ -306,9 +186,9 @@ def generate_achievement():
     """Write an achievement for the celebration nearest a date and a product, with its badge image, as a job."""
     day = parse_day(param("date"), "date", today=datetime.now(UTC).date())
     product = parse_text(param("product"), "product")
-    preferences = jobs.read_preferences()
-    spend.check_budget()
-    return jobs.submit("achievement", {"date": day.isoformat(), "product": product}, preferences)
+    preferences = read_preferences()
+    check_budget()
+    return submit("achievement", {"date": day.isoformat(), "product": product}, preferences)
 
 
 @bp.post("/add-achievement")
@@ -322,7 +202,7 @@ def add_achievement():
     if session.get(UserAchievement, (user_id, achievement_id)) is None:
         session.add(UserAchievement(user_id=user_id, achievement_id=achievement_id))
         try:
-            badges.issue(session, user_id, [achievement_id])
+            issue(session, user_id, [achievement_id])
             session.commit()
             return jsonify({"message": "Successfully attributed user to achievement"}), 201
         except IntegrityError:  # another request awarded it at the same moment
@@ -356,7 +236,7 @@ def view_achievement_image():
     if not achievement.image_sha256:
         raise no_image(achievement.id)
     try:
-        png = image_store().read(achievement.image_sha256)
+        png = current_app.extensions["image_store"].read(achievement.image_sha256)
     except FileNotFoundError:
         raise no_image(achievement.id) from None
     return jsonify({"achievements": base64.b64encode(png).decode("ascii"), **achievement.to_dict()})
@@ -369,7 +249,7 @@ def get_achievement_image():
     found = look_up(ACHIEVEMENT_IMAGE, id=achievement_id)
     if found is None:
         find_achievement(achievement_id)  # raises achievement_not_found
-    return images.send_png(found.image_sha256 if found else None, lambda: no_image(achievement_id))
+    return send_png(found.image_sha256 if found else None, lambda: no_image(achievement_id))
 
 
 @bp.get("/view-all-achievement-user")
@@ -393,7 +273,7 @@ def assign_achievements():
         raise NotFound(f"Unknown achievement ids: {unknown}.", code="achievement_not_found", unknown_ids=unknown)
     session.execute(delete(UserAchievement).where(UserAchievement.user_id == user_id))
     session.add_all(UserAchievement(user_id=user_id, achievement_id=i) for i in ids)
-    badges.sync(session, user_id, ids)  # revokes the credentials of removed achievements, issues the added ones
+    sync(session, user_id, ids)  # revokes the credentials of removed achievements, issues the added ones
     session.commit()
     return jsonify({"message": "Achievements assigned to user", "achievement_ids": ids})
 
@@ -423,94 +303,9 @@ def seed_random():
     """Add random users, achievements and storefronts, counts from the JSON body."""
     require_admin()
     counts = parse_seed_counts(json_body())
-    seed.seed_random(get_session(), image_store(), **counts)
+    seed.seed_random(get_session(), current_app.extensions["image_store"], **counts)
     return jsonify({"message": "Database seeded with fake data", **counts}), 201
 
 
-# --- operations -----------------------------------------------------------------------------------
-
-
-@bp.get("/healthz")
-def check_health():
-    """Whether the database answers and the image folder takes files, and which providers serve."""
-    checks = {"database": database_status(), "image_dir": image_store().status()}
-    providers = {"image": [provider.NAME for provider in generator().image_chain],
-                 "text": generator().text_provider.NAME}
-    failed = [name for name, status in checks.items() if status != "ok"]
-    if failed:
-        return jsonify({"error": f"Not ready: {', '.join(failed)}.", "code": "unhealthy", "status": "unavailable",
-                        "checks": checks, "providers": providers}), 503
-    return jsonify({"status": "ok", "checks": checks, "providers": providers})
-
-
-def database_status() -> str:
-    try:
-        with current_app.extensions["engine"].connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except SQLAlchemyError as error:
-        log.warning("health check: database unreachable (%s)", type(error).__name__)
-        return "unreachable"
-    return "ok"
-
-
-@bp.get("/metrics")
-def export_metrics():
-    """Prometheus metrics: requests, latencies, generations, Clipdrop credits."""
-    return current_app.extensions["metrics"].exposition()
-
-
-# --- serving --------------------------------------------------------------------------------------
-
-GUNICORN_CONF = Path(__file__).resolve().with_name("gunicorn.conf.py")
-
-
-class GunicornServer(Application):
-    """The app under gunicorn with gunicorn.conf.py, configured in code: it never reads the command line."""
-
-    def load_config(self) -> None:
-        self.load_config_from_file(str(GUNICORN_CONF))
-
-    def load(self) -> Flask:
-        return create_app()
-
-
-def startup_line(settings: Settings, base_url: str) -> str:
-    """What a newcomer needs at start-up: where to go, and what the service runs on (never a secret)."""
-    chosen = Generator(settings)
-    images = settings.image_store_url or f"folder {settings.image_dir.resolve()}"
-    if settings.image_store_url and settings.s3_endpoint_url:
-        images += f" at {make_url_safe(settings.s3_endpoint_url)}"
-    jobs_runner = (f"on Celery workers via {make_url_safe(settings.celery_broker_url)}" if settings.celery_broker_url
-                   else f"in process ({settings.job_workers} per worker)")
-    return (f"Serving on {base_url} (API docs: {base_url}/docs); "
-            f"database {make_url(settings.database_url).render_as_string(hide_password=True)}; images in {images}; "
-            f"image providers {', '.join(provider.NAME for provider in chosen.image_chain)}; "
-            f"text provider {chosen.text_provider.NAME}; jobs {jobs_runner}")
-
-
-def make_url_safe(url: str) -> str:
-    """`url` without the password it may carry."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
-                                     + (f":{parts.port}" if parts.port else "")))
-
-
-def serve() -> None:
-    """`python main.py`: gunicorn, or with FLASK_DEBUG=1 Werkzeug's development server and its reloader."""
-    read_env_file()
-    if not get_debug_flag():
-        GunicornServer().run()
-        return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # chatty at every start; migrate.py says when it upgrades
-    app = create_app()
-    app_settings = app.extensions["settings"]
-    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":  # the reloader's child serves; its parent only watches files
-        log.info(startup_line(app_settings, f"http://{app_settings.host}:{app_settings.port}"))
-    app.run(host=app_settings.host, port=app_settings.port, debug=True, use_reloader=True)
-
-
 if __name__ == "__main__":
-    serve()
+    serve(create_app)

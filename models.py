@@ -1,24 +1,24 @@
-"""SQLAlchemy 2 models: users, their storefronts, achievements and who holds which, and generation jobs."""
+"""Every table of the service, as SQLAlchemy 2 models: users, storefronts, achievements and who holds which, badge
+credentials, generation jobs, stored images, the ledger of provider calls and the counters every process shares.
+
+Alembic's autogenerate sees exactly what this module declares (`migrations/env.py` imports it), so no table is
+declared anywhere else. This module imports no other module of the project.
+"""
 
 from __future__ import annotations
 
-import os
-import weakref
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
-    Engine,
+    Float,
     ForeignKey,
     Integer,
     String,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -186,7 +186,7 @@ class BadgeCredential(Base):
 
 
 class Job(Base):
-    """One generation: its parameters, where it stands, and the answer it ended with (see jobs.py)."""
+    """One generation: its parameters, where it stands, and the answer it ended with (see the jobs package)."""
 
     __tablename__ = "jobs"
     # One job per Idempotency-Key and route: a second request with the key finds the first's job.
@@ -246,34 +246,36 @@ class JobOutput(Base):
         Id, ForeignKey("achievements.id", ondelete="CASCADE"), index=True, default=None)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets its folder, WAL and a busy timeout so several workers can share it."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-        database = engine.url.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+class ProviderCall(Base):
+    """One attempt at a provider call: who asked, how it went, what the vendor said and what it cost (the ledger)."""
 
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
-    _forget_pool_after_fork(engine)
-    return engine
+    __tablename__ = "provider_calls"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    day: Mapped[str] = mapped_column(String(10), index=True)  # the UTC date, YYYY-MM-DD: what budgets and /usage use
+    provider: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(10))  # image or text
+    route: Mapped[str | None] = mapped_column(String(200))
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(20))  # ok, failed (answered with an error), no_answer
+    status: Mapped[int | None] = mapped_column(Integer)  # the HTTP status, when there was one
+    latency_ms: Mapped[float] = mapped_column(Float)
+    credits: Mapped[float | None] = mapped_column(Float)  # vendor credits this attempt consumed
+    remaining_credits: Mapped[int | None] = mapped_column(Integer)  # Clipdrop's x-remaining-credits
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
 
 
-def _forget_pool_after_fork(engine: Engine) -> None:
-    """A forked child (gunicorn's preloaded workers, Celery's) drops the parent's pooled connections unclosed:
-    sharing a socket across processes corrupts both sides' conversations with the database."""
-    ref = weakref.ref(engine)
+class SharedCounter(Base):
+    """One named number with its expiry (seconds since the epoch): a rate-limit window, a cool-down, credits."""
 
-    def reset() -> None:
-        if (alive := ref()) is not None:
-            alive.dispose(close=False)
+    __tablename__ = "shared_counters"
 
-    os.register_at_fork(after_in_child=reset)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -3,44 +3,40 @@
 An image provider is a module with `NAME`, `is_configured(settings)` and
 `generate_image(spec, settings) -> RawImage`; a text provider has `NAME`,
 `is_configured(settings)` and `write_achievement(day, product, settings) -> AchievementDraft`.
-Both raise only the `ProviderError` family of `errors.py`.
+Both raise only the `ProviderError` family of `core/errors.py`; a remote one also has `bill(...)` for the ledger.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, date, datetime
 from types import ModuleType
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 import achievement_gen
 import clipdrop_gen
 import local_achievement_gen
 import local_image_gen
-import spend
 import stability_gen
-from config import Settings
-from counters import SharedState
-from errors import ContentRejected, ProviderError
-from image_store import PNG_SIGNATURE, check_png
-from provider_types import AchievementDraft, GeneratedImage, ImageSpec, RawImage
+from core import ledger as ledgers
+from core.celebrations import nearest_celebration
+from core.errors import ContentRejected, ProviderError
+from core.png import MAX_SOURCE_PIXELS, PNG_SIGNATURE, add_text_chunks, check_png, fit_to_png
+from core.provider_types import AchievementDraft, GeneratedImage, ImageSpec, RawImage
+from core.settings import Settings
+from core.shared_counters import SharedState
 
 log = logging.getLogger(__name__)
 
 STOREFRONT_SIZE = (1024, 1024)
 BADGE_SIZE = (1344, 576)  # 21:9, the wide badge
 STOREFRONT_PLACES = ("bottom left", "top left", "bottom right", "top right")
-# What a provider may send back; anything else (SVG, PDF, EPS, a JSON error...) is not an image to us.
-ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
-MAX_SOURCE_PIXELS = 4096 * 4096
 
 
 def storefront_spec(theme: str, products: list[str]) -> ImageSpec:
@@ -104,11 +100,11 @@ class Generator:
 
     def __init__(self, settings: Settings,
                  watch: Callable[[str, str], AbstractContextManager] | None = None,
-                 state: SharedState | None = None, ledger: spend.Ledger | None = None) -> None:
+                 state: SharedState | None = None, ledger: ledgers.Ledger | None = None) -> None:
         self.settings = settings
         self.watch = watch or (lambda _kind, _provider: nullcontext())  # metrics: observability.watch_provider
         self.cooldown = Cooldown(settings.provider_cooldown_s, state)
-        self.ledger = ledger  # spend.Ledger: a row per provider call
+        self.ledger = ledger  # a row per provider call
         self.image_chain = image_chain(settings)
         self.text_provider = text_provider(settings)
 
@@ -121,7 +117,7 @@ class Generator:
         last_error: ProviderError | None = None
         for provider in ready + cooling:
             try:
-                with self.watch("image", provider.NAME), spend.calls(self.ledger, "image", provider):
+                with self.watch("image", provider.NAME), ledgers.calls(self.ledger, "image", provider):
                     png = to_png(provider.generate_image(spec, self.settings), spec, provider.NAME)
                 return GeneratedImage(png, spec.width, spec.height, provider.NAME)
             except ContentRejected:
@@ -136,7 +132,7 @@ class Generator:
 
     def write_achievement(self, day: date, product: str) -> AchievementDraft:
         """Ask the text provider for an achievement tied to the celebration nearest `day`."""
-        with self.watch("text", self.text_provider.NAME), spend.calls(self.ledger, "text", self.text_provider):
+        with self.watch("text", self.text_provider.NAME), ledgers.calls(self.ledger, "text", self.text_provider):
             return self.text_provider.write_achievement(day, product, self.settings)
 
 
@@ -174,12 +170,8 @@ def to_png(raw: RawImage, spec: ImageSpec, provider: str) -> bytes:
             png = raw.data
     if png is None:
         try:
-            with Image.open(io.BytesIO(raw.data), formats=ACCEPTED_FORMATS) as image:
-                if image.width * image.height > MAX_SOURCE_PIXELS:
-                    raise not_an_image
-                image.load()
-                png = _encode_png(_fit(image, spec.width, spec.height))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            png = fit_to_png(raw.data, spec.width, spec.height)
+        except ValueError:
             raise not_an_image from None
     provenance = {"prompt": spec.prompt, "provider": provider, "model": raw.model}
     if raw.seed is not None:
@@ -191,45 +183,9 @@ def to_png(raw: RawImage, spec: ImageSpec, provider: str) -> bytes:
 def warm_up(settings: Settings) -> None:
     """Pay before the first request what a worker's first generation would: this year's celebrations, Pillow's
     decode-fit-encode path, the text provider's client (gunicorn.conf.py runs this once, before forking)."""
-    local_achievement_gen.nearest_celebration(datetime.now(UTC).date())
+    nearest_celebration(datetime.now(UTC).date())
     sample = io.BytesIO()
     Image.new("RGB", (48, 32), "gray").save(sample, "JPEG")
     to_png(RawImage(sample.getvalue(), "warm-up"), ImageSpec("badge", "warm-up", 21, 9), "warm-up")
     if text_provider(settings) is achievement_gen:
         achievement_gen.warm_up(settings)
-
-
-def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Centre-crop to the target's aspect ratio, then resize."""
-    mode = "RGBA" if "A" in image.getbands() else "RGB"
-    if image.mode != mode:  # a vendor's RGB picture is used as decoded, not copied first
-        image = image.convert(mode)
-    src_w, src_h = image.size
-    target = width / height
-    if src_w / src_h > target:
-        crop_w = round(src_h * target)
-        box = ((src_w - crop_w) // 2, 0, (src_w - crop_w) // 2 + crop_w, src_h)
-    else:
-        crop_h = round(src_w / target)
-        box = (0, (src_h - crop_h) // 2, src_w, (src_h - crop_h) // 2 + crop_h)
-    # Bicubic: ~40% less CPU than Lanczos for the badge's 1.3x enlargement of a 1024x1024 picture, and no visible
-    # difference at these scales (README, Benchmarks).
-    return image.resize((width, height), Image.Resampling.BICUBIC, box=box)
-
-
-def _encode_png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    # Level 1: a generated photo encodes in ~80 ms instead of ~440 ms at level 6, for ~15% more bytes;
-    # it was most of what /gen-achievement-image added to the vendors' time (see README, Benchmarks).
-    image.save(out, "PNG", compress_level=1)
-    return out.getvalue()
-
-
-def add_text_chunks(png: bytes, text: dict[str, str]) -> bytes:
-    """Insert iTXt chunks before IEND without re-encoding the pixels."""
-    chunks = b""
-    for key, value in text.items():
-        data = key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")
-        chunks += struct.pack(">I", len(data)) + b"iTXt" + data + struct.pack(">I", zlib.crc32(b"iTXt" + data))
-    iend = png.rindex(b"IEND") - 4
-    return png[:iend] + chunks + png[iend:]

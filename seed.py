@@ -11,10 +11,10 @@ from faker import Faker
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-import migrate
-from config import Settings
-from errors import InvalidParameter
-from image_store import ImageStore
+from core import schema
+from core.errors import InvalidParameter
+from core.image_store import ImageStore
+from core.settings import Settings
 from models import Achievement, Storefront, User
 from providers import AchievementDraft, Generator, badge_spec, storefront_spec
 
@@ -139,7 +139,7 @@ def register_commands(app) -> None:
     @app.cli.command("init-db")
     def init_db() -> None:
         """Upgrade the database to the latest migration."""
-        migrate.upgrade(app.extensions["settings"].database_url)
+        schema.upgrade(app.extensions["settings"].database_url)
         click.echo("Database ready.")
 
     @app.cli.command("seed-specific")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import http_client
-from config import Settings
-from errors import ContentRejected, ProviderError
-from provider_types import ImageSpec, RawImage
+from collections.abc import Mapping
+
+from core import http_client
+from core.errors import ContentRejected, ProviderError
+from core.provider_types import ImageSpec, RawImage
+from core.settings import Settings
 
 NAME = "stability"
 PATH = "/v2beta/stable-image/generate/{engine}"
@@ -13,6 +15,9 @@ NEGATIVE_PROMPT = (
     "text, letters, words, captions, labels, watermark, logo, signature, clutter, crowd, messy, busy background, "
     "blurry, distorted, deformed, low quality"
 )
+# Credits per generation by engine (1 credit = 0.01 USD by default); `sd3` is its default model, sd3.5-large.
+# Failed generations are not charged. See README, "Spend and limits", for the source.
+CREDITS = {"core": 3.0, "ultra": 8.0, "sd3": 6.5}
 # Only the core engine takes a style preset.
 CORE_STYLES = {"storefront": "photographic", "badge": "digital-art"}
 
@@ -60,3 +65,9 @@ def _error_name(response) -> str:
     except ValueError:
         return ""
     return str(body.get("name", "")) if isinstance(body, dict) else ""
+
+
+def bill(status: int | None, headers: Mapping[str, str], usage: Mapping[str, object], settings: Settings) -> dict:
+    """One attempt's ledger figures: the engine's credits for a picture delivered, none for a failure."""
+    credits = CREDITS.get(settings.stability_engine, 0.0) if status == 200 else 0.0
+    return {"credits": credits, "cost_usd": credits * settings.price_stability_credit_usd}

@@ -25,8 +25,9 @@ from sqlalchemy import insert
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import badges  # noqa: E402
-from models import BadgeCredential, User, make_engine  # noqa: E402
+from badges import status  # noqa: E402
+from core.db import make_engine  # noqa: E402
+from models import BadgeCredential, User  # noqa: E402
 from serving import running, server_env  # noqa: E402
 
 
@@ -81,10 +82,10 @@ def routes(count: int) -> None:
 def full_list() -> None:
     """Build and read a status list whose 131,072 entries are all issued, 1% of them revoked."""
     with tempfile.TemporaryDirectory(prefix="bench-badges-") as folder:
-        import migrate
+        from core import schema
 
         url = f"sqlite:///{folder}/app.db"
-        migrate.upgrade(url)
+        schema.upgrade(url)
         engine = make_engine(url)
         now, rng = datetime.now(UTC), random.Random(12)
         with engine.begin() as connection:
@@ -94,14 +95,14 @@ def full_list() -> None:
             connection.execute(insert(BadgeCredential), [
                 {"serial": serial, "id": f"{serial:036d}", "user_id": 1, "achievement_id": 1, "salt": "s",
                  "issued_at": now, "revoked_at": now if rng.random() < 0.01 else None}
-                for serial in range(1, badges.LIST_SIZE)])
+                for serial in range(1, status.LIST_SIZE)])
         from sqlalchemy.orm import Session
 
         with Session(engine) as session:
-            p50, p95 = timed(lambda: badges.encode_list(badges.status_bits(session, 1)), 20)
-            encoded = badges.encode_list(badges.status_bits(session, 1))
-            one = timed(lambda: badges.status_bit(session, 4242), 200)
-        decoded = timed(lambda: badges.decode_list(encoded), 20)
+            p50, p95 = timed(lambda: status.encode_list(status.status_bits(session, 1)), 20)
+            encoded = status.encode_list(status.status_bits(session, 1))
+            one = timed(lambda: status.status_bit(session, 4242), 200)
+        decoded = timed(lambda: status.decode_list(encoded), 20)
         engine.dispose()
         print(f"{'full status list: build + gzip + base64url':48} {p50:8.2f} {p95:8.2f}   "
               f"(encodedList {len(encoded):,} characters)")

@@ -73,7 +73,7 @@ def service(workdir: Path, stub_url: str, broker: str | None):
         if broker:
             for number in range(PROCESSES):
                 processes.append(start(
-                    [sys.executable, "-m", "celery", "-A", "jobs", "worker", "--concurrency", str(SLOTS_PER_PROCESS),
+                    [sys.executable, "-m", "celery", "-A", "worker", "worker", "--concurrency", str(SLOTS_PER_PROCESS),
                      "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname",
                      f"bench{number}-{os.getpid()}@%h"], env, workdir, f"worker{number}"))
             wait_until(lambda: all("ready." in (workdir / f"worker{n}.log").read_text(errors="replace")

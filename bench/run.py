@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import nginx as shipped_nginx  # noqa: E402
 from bench import vendor_stub  # noqa: E402
-from config import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 DEADLINE_S = 540  # the whole run stops itself after this, whatever happens
 VENDOR_LATENCY_S = 1.0

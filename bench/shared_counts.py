@@ -24,9 +24,9 @@ from limits.storage import storage_from_string  # noqa: E402
 from sqlalchemy import create_engine, make_url  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
-import counters  # noqa: E402
-import migrate  # noqa: E402
-from models import make_engine  # noqa: E402
+from core import schema as migrations  # noqa: E402
+from core import shared_counters  # noqa: E402
+from core.db import make_engine  # noqa: E402
 
 
 def measure(storage, hits: int, threads: int) -> tuple[float, float, float]:
@@ -51,7 +51,7 @@ def measure(storage, hits: int, threads: int) -> tuple[float, float, float]:
 
 def database_storage(url: str):
     engine = make_engine(url)
-    return storage_from_string(f"{counters.DATABASE_SCHEME}://", engine=engine), engine
+    return storage_from_string(f"{shared_counters.DATABASE_SCHEME}://", engine=engine), engine
 
 
 def main() -> None:
@@ -65,7 +65,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         sqlite_url = f"sqlite:///{folder}/bench.db"
-        migrate.upgrade(sqlite_url)
+        migrations.upgrade(sqlite_url)
         stores = [("memory", storage_from_string("memory://"), None)]
         storage, engine = database_storage(sqlite_url)
         stores.append(("sqlite", storage, engine))
@@ -77,7 +77,7 @@ def main() -> None:
                 connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
             url = make_url(args.postgres).update_query_dict({"options": f"-csearch_path={schema}"})
             url = url.render_as_string(hide_password=False)
-            migrate.upgrade(url)
+            migrations.upgrade(url)
             storage, engine = database_storage(url)
             stores.append(("postgresql", storage, engine))
         if args.redis:

@@ -6,8 +6,8 @@ import logging
 
 from alembic import context
 
-from config import from_environment
-from migrate import locked_connection
+from core.schema import locked_connection
+from core.settings import from_environment
 from models import Base
 
 config = context.config

@@ -24,8 +24,8 @@ from PIL import Image
 from sqlalchemy import create_engine, make_url
 from sqlalchemy.pool import NullPool
 
-import migrate
-from config import Settings
+from core import schema
+from core.settings import Settings
 from main import create_app
 
 # Every setting the service reads, so a developer's environment never leaks into a test.
@@ -96,7 +96,7 @@ def postgres_schema(base_url: str) -> Iterator[str]:
 def sqlite_template(tmp_path_factory) -> Path:
     """An SQLite database at the latest migration, made once and copied for each test."""
     path = tmp_path_factory.mktemp("template") / "app.db"
-    migrate.upgrade(f"sqlite:///{path}")
+    schema.upgrade(f"sqlite:///{path}")
     return path
 
 
@@ -104,7 +104,7 @@ def sqlite_template(tmp_path_factory) -> Path:
 def postgres_url() -> Iterator[str]:
     """This run's schema on TEST_DATABASE_URL, at the latest migration."""
     with postgres_schema(postgres_base_url()) as url:
-        migrate.upgrade(url)
+        schema.upgrade(url)
         yield url
 
 

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, insert
 from sqlalchemy.pool import NullPool
 
-import migrate
 from conftest import DATABASES, TEST_SIGNING_KEY, count_rows, png_size, postgres_base_url, postgres_schema
+from core import schema
 from main import create_app
 from models import Achievement, BadgeCredential, User, UserAchievement
 
@@ -270,7 +270,7 @@ def test_development_key_is_made_once_and_private(make_app, tmp_path):
 
 def test_production_refuses_to_start_without_a_usable_signing_key(tmp_path):
     url = f"sqlite:///{tmp_path}/a.db"
-    migrate.upgrade(url)
+    schema.upgrade(url)
     config = {"TESTING": True, "APP_ENV": "production", "ADMIN_TOKEN": "t", "CORS_ORIGINS": "https://shop.example",
               "DATABASE_URL": url, "IMAGE_DIR": str(tmp_path / "images")}
     with pytest.raises(SystemExit, match="BADGE_SIGNING_KEY"):
@@ -303,7 +303,7 @@ def empty_url(request, tmp_path):
 
 
 def test_upgrading_issues_credentials_for_awards_made_before_badges(empty_url, make_app):
-    command.upgrade(migrate.alembic_config(empty_url), "0004")
+    command.upgrade(schema.alembic_config(empty_url), "0004")
     engine = create_engine(empty_url, poolclass=NullPool)
     moment = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     with engine.begin() as connection:  # as version 0004 of the service wrote them
@@ -314,7 +314,7 @@ def test_upgrading_issues_credentials_for_awards_made_before_badges(empty_url, m
         connection.execute(insert(UserAchievement.__table__), [{"user_id": 1, "achievement_id": 1,
                                                                 "awarded_at": moment}])
     engine.dispose()
-    migrate.upgrade(empty_url)
+    schema.upgrade(empty_url)
     client = make_app(DATABASE_URL=empty_url).test_client()
     credential = client.get(CREDENTIAL.format(user=1, achievement=1)).get_json()
     assert credential["validFrom"] == "2026-03-04T05:06:07Z" and credential["name"] == "Early Bird"

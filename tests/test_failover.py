@@ -11,7 +11,7 @@ import responses
 from sqlalchemy import event
 
 from conftest import assert_nothing_saved, count_rows, image_files
-from errors import ConfigError
+from core.errors import ConfigError
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, STABILITY_CORE_URL, STABILITY_KEY, form_fields, image_bytes, png_text
 from models import Storefront
 

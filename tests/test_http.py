@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from errors import ConfigError
+from core.errors import ConfigError
 from main import create_app
 
 ADMIN_ROUTES = [("delete", "/delete-all-storefronts"), ("post", "/seed-specific"), ("post", "/seedrandom")]

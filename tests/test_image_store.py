@@ -7,7 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from image_store import DiskStore, check_png
+from core.image_store import DiskStore
+from core.png import check_png
 from models import Achievement, Storefront, User
 
 

@@ -12,12 +12,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-import jobs
 from bench import vendor_stub
 from conftest import count_rows, image_files, post_together
+from core.provider_types import GeneratedImage
 from fakes import CLIPDROP_KEY, CLIPDROP_URL
+from jobs.state import claim, save_once
 from models import Achievement, Job, JobOutput, Storefront, utcnow
-from provider_types import GeneratedImage
 
 FINAL = {"succeeded", "failed", "canceled"}
 ADMIN = "jobs-admin-token"
@@ -406,7 +406,7 @@ def test_a_second_save_of_a_slot_is_refused_and_leaves_no_file(app, client, user
     other = GeneratedImage(vendor_stub.noisy_png(64, 64), 64, 64, "local")
     row = Storefront(user_id=users[0]["id"], name="x", description="x", style="tech")
     with app.app_context():
-        jobs.save_once(app, body["job_id"], "tech", row, other)
+        save_once(app, body["job_id"], "tech", row, other)
     assert count_rows(app, Storefront) == 1
     assert image_files(app) == before
 
@@ -418,8 +418,8 @@ def test_a_claim_is_taken_once(app, client, users):
                         params={"user_id": users[0]["id"], "shop_theme": "tech"},
                         progress={"done": 0, "total": 1, "themes": []}))
         session.commit()
-    assert jobs.claim(app, job_id) == 1
-    assert jobs.claim(app, job_id) is None  # running, with a fresh heartbeat
+    assert claim(app, job_id) == 1
+    assert claim(app, job_id) is None  # running, with a fresh heartbeat
 
 
 # --- operations -----------------------------------------------------------------------------------
@@ -432,7 +432,7 @@ def test_the_job_id_is_in_the_request_s_and_the_provider_calls_log_lines(make_ap
     users = seed(client)
     caplog.set_level(logging.INFO)
     job_id = client.post(f"/gen-new-storefront-images?user_id={users[0]['id']}&shop_theme=tech").get_json()["job_id"]
-    retries = [record.getMessage() for record in caplog.records if record.name == "http_client"]
+    retries = [record.getMessage() for record in caplog.records if record.name == "core.http_client"]
     assert retries
     assert all(f"job_id={job_id}" in line for line in retries)
     [request_line] = [record.getMessage() for record in caplog.records

@@ -22,8 +22,8 @@ import requests
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
-import migrate
 from conftest import BufferedClient, post_together, postgres_schema
+from core import schema
 from fakes import CLIPDROP_KEY
 from main import create_app
 from models import Job, JobOutput
@@ -141,11 +141,11 @@ def module_database(folder: Path) -> Iterator[str]:
     """A database for the module at the latest migration: a PostgreSQL schema when TEST_DATABASE_URL is set."""
     if os.environ.get("TEST_DATABASE_URL"):
         with postgres_schema(os.environ["TEST_DATABASE_URL"]) as url:
-            migrate.upgrade(url)
+            schema.upgrade(url)
             yield url
     else:
         url = f"sqlite:///{folder / 'app.db'}"
-        migrate.upgrade(url)
+        schema.upgrade(url)
         yield url
 
 
@@ -163,7 +163,7 @@ def celery_service(request, tmp_path_factory, stub) -> Iterator[CeleryService]:
         env = {name: value for name, value in os.environ.items() if not name.startswith(("TEST_", "PROMETHEUS_"))}
         env.update(settings, PYTHONPATH=str(REPO))
         log_path = folder / "worker.log"
-        command = [sys.executable, "-m", "celery", "-A", "jobs", "worker", "--concurrency", "2", "--loglevel",
+        command = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--concurrency", "2", "--loglevel",
                    "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"]
         with open(log_path, "wb") as log_file:
             worker = subprocess.Popen(command, cwd=folder, env=env, stdout=log_file, stderr=subprocess.STDOUT,

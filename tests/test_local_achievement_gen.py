@@ -7,7 +7,8 @@ from datetime import date, timedelta
 import pytest
 
 import local_achievement_gen as gen
-from config import Settings
+from core.celebrations import nearest_celebration
+from core.settings import Settings
 
 SETTINGS = Settings()
 
@@ -36,26 +37,26 @@ def write(day: date, product: str):
     ],
 )
 def test_known_dates(day, expected):
-    assert gen.nearest_celebration(day) == expected
+    assert nearest_celebration(day) == expected
 
 
 @pytest.mark.parametrize("year", [2024, 2025, 2026, 2030])
 def test_christmas_and_new_year(year):
-    assert "Christmas" in gen.nearest_celebration(date(year, 12, 25))[1]
-    assert gen.nearest_celebration(date(year, 1, 1)) == (date(year, 1, 1), "New Year's Day")
+    assert "Christmas" in nearest_celebration(date(year, 12, 25))[1]
+    assert nearest_celebration(date(year, 1, 1)) == (date(year, 1, 1), "New Year's Day")
 
 
 def test_year_boundaries():
-    assert gen.nearest_celebration(date(2026, 12, 30)) == (date(2026, 12, 31), "New Year's Eve")
-    assert gen.nearest_celebration(date(2027, 1, 2)) == (date(2027, 1, 1), "New Year's Day")
-    assert gen.nearest_celebration(date(2026, 1, 3)) == (date(2026, 1, 1), "New Year's Day")
-    assert gen.nearest_celebration(date(2025, 12, 29)) == (date(2025, 12, 31), "New Year's Eve")
+    assert nearest_celebration(date(2026, 12, 30)) == (date(2026, 12, 31), "New Year's Eve")
+    assert nearest_celebration(date(2027, 1, 2)) == (date(2027, 1, 1), "New Year's Day")
+    assert nearest_celebration(date(2026, 1, 3)) == (date(2026, 1, 1), "New Year's Day")
+    assert nearest_celebration(date(2025, 12, 29)) == (date(2025, 12, 31), "New Year's Eve")
 
 
 def test_every_day_has_a_close_clean_celebration():
     day = date(2025, 12, 1)
     while day < date(2027, 2, 1):
-        when, name = gen.nearest_celebration(day)
+        when, name = nearest_celebration(day)
         assert abs((when - day).days) <= 21, day
         assert name and "observed" not in name.lower() and "(" not in name, (day, name)
         day += timedelta(days=1)
@@ -63,7 +64,7 @@ def test_every_day_has_a_close_clean_celebration():
 
 def test_far_years_do_not_crash():
     for day in (date(1, 1, 1), date(1990, 6, 1), date(2100, 3, 3), date(9999, 12, 31)):
-        when, name = gen.nearest_celebration(day)
+        when, name = nearest_celebration(day)
         assert name
         assert write(day, "tea").occasion == name
 
@@ -90,7 +91,7 @@ def test_drafts_across_the_year(day, product):
     assert 40 <= len(draft.description.split()) <= 70
     assert product in draft.description
     assert "friend" in draft.description.lower()
-    assert draft.occasion == gen.nearest_celebration(day)[1]
+    assert draft.occasion == nearest_celebration(day)[1]
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ from PIL import Image, ImageChops, ImageDraw, ImageStat
 import local_achievement_gen
 import local_image_gen
 import providers
-from config import Settings
-from errors import ProviderError
+from core import celebrations
+from core.errors import ProviderError
+from core.settings import Settings
 
 SETTINGS = Settings()
 
@@ -157,8 +158,8 @@ def test_badges_wear_their_occasions_colours(occasion, ground, accent):
 
 def test_every_celebration_the_local_writer_knows_has_its_own_look():
     known = {look for _pattern, look in local_image_gen.BADGE_LOOKS}
-    names = {name for year in (2025, 2026) for _day, name in local_achievement_gen._observances(year)}
-    names |= local_achievement_gen.MAJOR
+    names = {name for year in (2025, 2026) for _day, name in celebrations._observances(year)}
+    names |= celebrations.MAJOR
     names |= {name for pattern in local_achievement_gen.FLAVOURS for name in pattern.split("|")}
     for name in names:
         assert local_image_gen.badge_look(name) in known, name

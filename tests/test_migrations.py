@@ -16,10 +16,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
-import migrate
 from conftest import DATABASES, TEST_SIGNING_KEY, postgres_base_url, postgres_schema
+from core import schema
+from core.db import make_engine
 from main import create_app
-from models import Base, make_engine
+from models import Base
 from serving import REPO
 
 
@@ -43,11 +44,11 @@ def schema_differences(url: str) -> list:
 
 
 def test_upgrade_builds_the_models_schema(empty_database):
-    migrate.upgrade(empty_database)
+    schema.upgrade(empty_database)
     assert schema_differences(empty_database) == []
     engine = make_engine(empty_database)
     try:
-        assert migrate.current_revision(engine) == migrate.head_revision()
+        assert schema.current_revision(engine) == schema.head_revision()
     finally:
         engine.dispose()
 
@@ -59,7 +60,7 @@ def test_an_empty_database_differs_from_the_models(empty_database):
 
 def test_sqlite_tables_are_those_create_all_makes(tmp_path):
     """Same DDL, word for word: AUTOINCREMENT included, so SQLite never reuses a deleted id."""
-    migrate.upgrade(f"sqlite:///{tmp_path / 'migrated.db'}")
+    schema.upgrade(f"sqlite:///{tmp_path / 'migrated.db'}")
     created = create_engine(f"sqlite:///{tmp_path / 'created.db'}")
     Base.metadata.create_all(created)
     created.dispose()
@@ -76,12 +77,12 @@ def test_sqlite_tables_are_those_create_all_makes(tmp_path):
 
 def test_downgrade_to_base_and_back(tmp_path):
     url = f"sqlite:///{tmp_path / 'app.db'}"
-    migrate.upgrade(url)
-    command.downgrade(migrate.alembic_config(url), "base")
+    schema.upgrade(url)
+    command.downgrade(schema.alembic_config(url), "base")
     engine = make_engine(url)
     try:
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
-        migrate.upgrade(url)
+        schema.upgrade(url)
         assert {"users", "storefronts", "achievements", "user_achievements"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
@@ -90,7 +91,7 @@ def test_downgrade_to_base_and_back(tmp_path):
 def test_development_start_up_upgrades(empty_database, tmp_path):
     app = create_app({"TESTING": True, "DATABASE_URL": empty_database, "IMAGE_DIR": str(tmp_path / "images")})
     try:
-        assert migrate.current_revision(app.extensions["engine"]) == migrate.head_revision()
+        assert schema.current_revision(app.extensions["engine"]) == schema.head_revision()
         assert app.test_client().post("/seed-specific").status_code == 201
     finally:
         app.extensions["engine"].dispose()
@@ -104,7 +105,7 @@ def test_production_refuses_a_database_behind_the_code(empty_database, tmp_path)
         create_app(config)
     assert schema_differences(empty_database)  # production start-up never changes the schema itself
 
-    migrate.upgrade(empty_database)
+    schema.upgrade(empty_database)
     app = create_app(config)
     app.extensions["engine"].dispose()
 
@@ -122,7 +123,7 @@ def test_alembic_command_line_from_many_processes_at_once(empty_database, tmp_pa
     """The README's `alembic upgrade head`, by three processes that wait together: all succeed, one migrates."""
     env = {"DATABASE_URL": empty_database, "PATH": os.environ["PATH"]}
     command_line = [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "upgrade", "head"]
-    with migrate.locked_connection(empty_database):  # hold the lock until all three are queued behind it
+    with schema.locked_connection(empty_database):  # hold the lock until all three are queued behind it
         processes = [subprocess.Popen(command_line, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True) for _ in range(3)]
         seen = ["".join(iter_until(process.stdout, "taking the migration lock")) for process in processes]

@@ -293,7 +293,7 @@ def test_the_server_warms_the_openai_client_it_will_use(stub):
     (the ledger's transport included) that the first achievement then uses."""
     import achievement_gen
     import providers
-    from config import Settings
+    from core.settings import Settings
 
     settings = Settings(openai_api_key=OPENAI_KEY, openai_base_url=stub.base_url, text_provider="openai")
     providers.warm_up(settings)

@@ -16,8 +16,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
-from config import Settings
 from conftest import TEST_SIGNING_KEY
+from core.settings import Settings
 
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens on the discard port: a remote provider fails at once
 SECRETS = {"ADMIN_TOKEN": "adm-5ecret-a1", "CLIPDROP_API_KEY": "cd-5ecret-b2", "STABILITY_API_KEY": "st-5ecret-c3",

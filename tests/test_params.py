@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from errors import ApiError, InvalidParameter, MissingParameter
-from params import (
+from core.errors import ApiError, InvalidParameter, MissingParameter
+from core.params import (
     MAX_ID,
     MAX_SEED_COUNT,
     parse_day,

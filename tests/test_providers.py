@@ -10,10 +10,10 @@ from email.utils import format_datetime
 import pytest
 from PIL import Image
 
-import http_client
 import providers
 from conftest import png_size
-from errors import ProviderError
+from core import http_client
+from core.errors import ProviderError
 from fakes import image_bytes, png_text
 
 

@@ -14,8 +14,8 @@ import requests
 from gunicorn.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 
-from config import Settings
-from main import startup_line
+from core.settings import Settings
+from ops.serving import startup_line
 from serving import REPO, running, server_env
 
 

@@ -22,11 +22,11 @@ from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-import counters
 from bench import vendor_stub
 from conftest import generate, postgres_base_url, postgres_schema
+from core import shared_counters
+from core.db import make_engine
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, STABILITY_CORE_URL, STABILITY_KEY, image_bytes
-from models import make_engine
 from serving import free_port, running, server_env
 
 NO_REDIS = "TEST_REDIS_URL is not set: the Redis variant does not run"
@@ -51,7 +51,7 @@ def engine(database_url):
 
 
 def test_many_threads_on_one_key_each_get_their_own_count(engine):
-    storage = storage_from_string(f"{counters.DATABASE_SCHEME}://", engine=engine)
+    storage = storage_from_string(f"{shared_counters.DATABASE_SCHEME}://", engine=engine)
     with ThreadPoolExecutor(max_workers=16) as pool:
         counts = list(pool.map(lambda _: storage.incr("hits", 60), range(64)))
     assert sorted(counts) == list(range(1, 65))
@@ -59,7 +59,7 @@ def test_many_threads_on_one_key_each_get_their_own_count(engine):
 
 
 def test_a_window_starts_again_once_expired(engine):
-    storage = counters.DatabaseStorage(engine=engine)
+    storage = shared_counters.DatabaseStorage(engine=engine)
     limiter = FixedWindowRateLimiter(storage)
     three = parse("3/minute")
     with time_machine.travel(T0, tick=False):
@@ -74,8 +74,8 @@ def test_a_window_starts_again_once_expired(engine):
 
 
 def test_reset_removes_only_the_rate_limit_counts(engine):
-    storage = counters.DatabaseStorage(engine=engine)
-    state = counters.DatabaseState(engine)
+    storage = shared_counters.DatabaseStorage(engine=engine)
+    state = shared_counters.DatabaseState(engine)
     storage.incr("a", 60)
     storage.incr("b", 60)
     state.put("credits:clipdrop", 12)
@@ -87,9 +87,9 @@ def test_reset_removes_only_the_rate_limit_counts(engine):
 def make_state(request, engine):
     """A factory of shared states on one store: each call is what another process would open."""
     if request.param == "database":
-        return lambda: counters.shared_state(engine, None)
+        return lambda: shared_counters.shared_state(engine, None)
     url = redis_url()
-    return lambda: counters.shared_state(engine, url)
+    return lambda: shared_counters.shared_state(engine, url)
 
 
 def test_shared_state_values_expire_and_claims_go_to_one(make_state):
@@ -101,7 +101,7 @@ def test_shared_state_values_expire_and_claims_go_to_one(make_state):
         assert second.get(f"{name}:other") is None
         assert first.claim(f"{name}:once", 60)
         assert not second.claim(f"{name}:once", 60)
-    if isinstance(first, counters.DatabaseState):  # Redis expires keys on its own clock, not the frozen one
+    if isinstance(first, shared_counters.DatabaseState):  # Redis expires keys on its own clock, not the frozen one
         with time_machine.travel(T0 + timedelta(seconds=31), tick=False):
             assert second.get(name) is None
         with time_machine.travel(T0 + timedelta(seconds=61), tick=False):
@@ -114,7 +114,7 @@ def test_a_cool_down_learnt_in_one_process_is_kept_by_another(make_app, users, h
     storage = {}
     if store == "redis":
         storage = {"RATELIMIT_STORAGE_URI": redis_url()}
-        counters.RedisState(redis_url()).redis.delete(counters.RedisState.PREFIX + "cooldown:clipdrop")
+        shared_counters.RedisState(redis_url()).redis.delete(shared_counters.RedisState.PREFIX + "cooldown:clipdrop")
     settings = {"CLIPDROP_API_KEY": CLIPDROP_KEY, "STABILITY_API_KEY": STABILITY_KEY, "PROVIDER_RETRIES": "0",
                 **storage}
     first, second = make_app(**settings).test_client(), make_app(**settings).test_client()
@@ -163,7 +163,7 @@ def shared_service(request, tmp_path, sqlite_template):
     extra = {}
     if request.param == "redis":
         extra = {"RATELIMIT_STORAGE_URI": redis_url()}
-        counters.RedisState(redis_url()).redis.delete(counters.RedisState.PREFIX + "cooldown:clipdrop")
+        shared_counters.RedisState(redis_url()).redis.delete(shared_counters.RedisState.PREFIX + "cooldown:clipdrop")
     yield f"sqlite:///{path}", extra
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from api_docs import load_openapi
 from conftest import generate
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, OPENAI_KEY, STABILITY_CORE_URL, STABILITY_KEY, image_bytes
-from spend import ProviderCall
+from models import ProviderCall
 from test_openai_writer import GOOD, StubServer, chat, error
 from test_openapi import assert_documented
 
@@ -227,7 +227,7 @@ def test_usage_groups_and_totals(make_app, http):
         assert client.get("/usage", headers=auth).get_json()["total"]["calls"] == 1
 
 
-@pytest.mark.parametrize("query", ["from=2026-13-01", "from=1.12.2026", "to=", "from=9999-12-31", "group_by=user",
+@pytest.mark.parametrize("query", ["from=2026-13-01", "from=1.12.2026", "to=", "from=9999-12-31", "group_by=user", "group_by=",
                                    "to=2026-12-01&from=2026-12-01", "from=2020-01-01&to=2026-01-01"])
 def test_usage_refuses_bad_parameters(client, query):
     response = client.get(f"/usage?{query}")

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import flask_swagger_ui
-from flask import Blueprint, current_app, jsonify, render_template_string, request, send_from_directory
+from flask import Blueprint, Flask, current_app, jsonify, render_template_string, request, send_from_directory
 
-from errors import NotFound
+from core.errors import NotFound
 
-OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 # Swagger UI 5 (the first to render OpenAPI 3.1), as the flask-swagger-ui package ships it: no CDN needed.
 SWAGGER_UI_DIR = Path(flask_swagger_ui.__file__).parent / "dist"
 SWAGGER_UI_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
@@ -68,3 +68,9 @@ def docs_asset(filename: str):
     if filename not in SWAGGER_UI_ASSETS:
         raise NotFound(f"The docs page has no asset named {filename!r}.", code="not_found")
     return send_from_directory(SWAGGER_UI_DIR, filename)
+
+
+def init_app(app: Flask) -> None:
+    """Load the OpenAPI document once and register `/openapi.json` and `/docs`."""
+    app.extensions["openapi"] = load_openapi()
+    app.register_blueprint(docs)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from errors import ConfigError
+from core.errors import ConfigError
 
 IMAGE_PROVIDERS = ("auto", "clipdrop", "stability", "local")
 TEXT_PROVIDERS = ("auto", "openai", "local")
@@ -50,7 +50,7 @@ class Settings:
     trusted_proxies: int = 0
     # Jobs: where generation runs, how long a job may stay claimed, how long an Idempotency-Key is remembered.
     job_workers: int = 4
-    job_stale_s: float | None = None  # None: 2 x the longest a job can run (see jobs.py)
+    job_stale_s: float | None = None  # None: 2 x the longest a job can run (see jobs/state.py)
     celery_broker_url: str | None = field(default=None, repr=False)  # may hold a password
     idempotency_ttl_s: float = 86400.0
     # Spend: a daily budget (UTC) of provider cost; None means none.

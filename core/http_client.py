@@ -25,9 +25,9 @@ from tenacity import (
     wait_random,
 )
 
-import spend
-from config import Settings
-from errors import ProviderBusy, ProviderError
+from core.errors import ProviderBusy, ProviderError
+from core.ledger import record_attempt
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def deadline_s(settings: Settings) -> float:
 def post(provider: str, url: str, settings: Settings, model: str | None = None, **kwargs) -> requests.Response:
     """POST under the shared retry policy; returns a 2xx or a 4xx other than 429, else raises a ProviderError.
 
-    Each attempt is written to the ledger (spend.py) as `model`, with what the vendor answered.
+    Each attempt is written to the ledger (core/ledger.py) as `model`, with what the vendor answered.
     """
     deadline = time.monotonic() + deadline_s(settings)
 
@@ -59,9 +59,9 @@ def post(provider: str, url: str, settings: Settings, model: str | None = None, 
         try:
             response = requests.post(url, timeout=timeout, **kwargs)
         except requests.RequestException:
-            spend.record_attempt(seconds=time.perf_counter() - started, model=model)
+            record_attempt(seconds=time.perf_counter() - started, model=model)
             raise
-        spend.record_attempt(seconds=time.perf_counter() - started, status=response.status_code,
+        record_attempt(seconds=time.perf_counter() - started, status=response.status_code,
                              headers=response.headers, model=model)
         return response
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 from sqlalchemy import select
 
-import badges
-from errors import ApiError
+from badges.credentials import signed_credential
+from badges.issuer import base_url
+from badges.verify import verify
+from core.db import get_session
+from core.errors import ApiError
+from core.params import parse_id, parse_int
 from models import Achievement, BadgeCredential, Storefront
-from params import parse_id, parse_int
 
-pages = Blueprint("pages", __name__)
+pages = Blueprint("pages", __name__, template_folder="templates")
 
 PER_PAGE = 12
 MAX_PAGE = 10_000
@@ -44,15 +47,15 @@ def page_error(error: ApiError):
 
 def absolute(path: str) -> str:
     """`path` as an absolute URL, on BADGE_ISSUER_URL when set."""
-    return badges.base_url() + path
+    return base_url() + path
 
 
 @pages.get("/share/<user_id>/<achievement_id>")
 def share(user_id: str, achievement_id: str):
     """The share page of a user's badge: the badge, its words, whether it verifies, and its link-preview tags."""
     ids = {"user_id": parse_id(user_id, "user_id"), "achievement_id": parse_id(achievement_id, "achievement_id")}
-    credential, token, achievement = badges.signed_credential(*ids.values())
-    result = badges.verify(badges.session(), token)  # what any verifier would conclude from the badge alone
+    credential, token, achievement = signed_credential(*ids.values())
+    result = verify(get_session(), token)  # what any verifier would conclude from the badge alone
     links = {
         "badge": url_for("badges.get_baked_badge", **ids),
         "credential": url_for("badges.get_credential", **ids),
@@ -74,7 +77,7 @@ def gallery():
     """The latest storefronts and badges, newest first, `PER_PAGE` of each per page."""
     page = parse_int(request.args.get("page", "1"), "page", 1, MAX_PAGE)
     offset = (page - 1) * PER_PAGE
-    session = badges.session()
+    session = get_session()
     storefronts = list(session.scalars(
         select(Storefront).order_by(Storefront.id.desc()).offset(offset).limit(PER_PAGE + 1)))
     awarded = list(session.execute(

@@ -11,9 +11,7 @@ import hashlib
 import logging
 import os
 import re
-import struct
 import tempfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,10 +22,11 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.png import check_png
+from core.settings import Settings
 from models import Achievement, ImageFile, Storefront, utcnow
 
 log = logging.getLogger(__name__)
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -43,45 +42,6 @@ class StoredImage:
         """The values of a row's image columns."""
         return {"image_sha256": self.sha256, "image_size": self.size,
                 "image_width": self.width, "image_height": self.height}
-
-
-def png_chunks(png: bytes) -> Iterator[tuple[bytes, memoryview, int]]:
-    """The chunks after a PNG's signature, in order: type, data and the CRC it carries; stops early at a chunk that is
-    cut short, and yields nothing for bytes that are no PNG."""
-    if not png.startswith(PNG_SIGNATURE):
-        return
-    view, offset = memoryview(png), len(PNG_SIGNATURE)
-    while offset + 12 <= len(png):
-        length, kind = struct.unpack_from(">I4s", png, offset)
-        end = offset + 12 + length
-        if end > len(png):
-            return
-        (crc,) = struct.unpack_from(">I", png, end - 4)
-        yield kind, view[offset + 8:end - 4], crc
-        offset = end
-
-
-def check_png(png: bytes) -> tuple[int, int]:
-    """Width and height of a well-formed PNG, checked without decoding a pixel: the signature, IHDR first, every
-    chunk's CRC, some IDAT, IEND last (what Pillow's `verify()` checks); ValueError otherwise."""
-    if not png.startswith(PNG_SIGNATURE):
-        raise ValueError("not a PNG")
-    size, seen_idat = None, False
-    for kind, data, crc in png_chunks(png):
-        if zlib.crc32(data, zlib.crc32(kind)) != crc:
-            raise ValueError(f"PNG chunk {kind!r} fails its CRC")
-        if size is None:
-            if kind != b"IHDR" or len(data) != 13:
-                raise ValueError("PNG does not start with IHDR")
-            size = struct.unpack_from(">II", data)
-            if 0 in size:
-                raise ValueError("PNG has no pixels")
-        seen_idat = seen_idat or kind == b"IDAT"
-        if kind == b"IEND":
-            if not seen_idat:
-                raise ValueError("PNG has no image data")
-            return size
-    raise ValueError("PNG is truncated")
 
 
 def claim(session: Session, sha256: str, size: int) -> None:
@@ -336,6 +296,12 @@ class S3Store(ImageStore):
             log.warning("health check: image bucket unreachable (%s)", type(error).__name__)
             return "unreachable"
         return "ok"
+
+
+def store_for(settings: Settings) -> ImageStore:
+    """The store IMAGE_STORE_URL names (files under IMAGE_DIR when unset)."""
+    return open_store(settings.image_store_url, settings.image_dir, endpoint_url=settings.s3_endpoint_url,
+                      public_base_url=settings.image_public_base_url, url_ttl_s=settings.image_url_ttl_s)
 
 
 def open_store(url: str | None, image_dir: Path, *, endpoint_url: str | None = None,

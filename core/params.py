@@ -10,7 +10,7 @@ from datetime import date
 
 from flask import current_app, g, request
 
-from errors import ApiError, InvalidParameter, MissingParameter
+from core.errors import ApiError, InvalidParameter, MissingParameter
 
 MAX_ID = 2**63 - 1
 MAX_PRODUCT_LENGTH = 100

@@ -1,4 +1,5 @@
-"""Database migrations with Alembic: upgrade to the latest revision under a lock, or check a database is there."""
+"""The schema migrations runner (Alembic; the migrations live in `migrations/`): upgrade to the latest revision under
+a lock, or check that a database is at it."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, event, text
 
-from models import make_engine
+from core.db import make_engine
 
 log = logging.getLogger(__name__)
 
-ALEMBIC_INI = Path(__file__).resolve().with_name("alembic.ini")
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 # Any fixed number: the PostgreSQL advisory lock that lets one process at a time migrate.
 MIGRATION_LOCK_KEY = 7_046_112_031
 

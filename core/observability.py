@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from flask import Flask, Response, g, request
 
-from errors import ContentRejected, ProviderBusy
+from core.errors import ContentRejected, ProviderBusy
 
 log = logging.getLogger("futurepast.requests")
 
@@ -73,6 +73,12 @@ class Metrics:
         # Labelled, so the metric only appears once a provider has told us: never a made-up 0.
         self.credits = prom.Gauge(
             "provider_credits_remaining", "Credits left at a provider, as its last answer said.", ["provider"],
+            multiprocess_mode="mostrecent", registry=self.registry)
+        self.provider_cost = prom.Counter(
+            "provider_cost_usd", "Cost of provider calls in USD, from the price table.", ["provider"],
+            registry=self.registry)
+        self.budget_remaining = prom.Gauge(
+            "budget_remaining_usd", "What is left of today's generation budget (UTC), in USD.",
             multiprocess_mode="mostrecent", registry=self.registry)
         # Called before each scrape: figures kept in shared storage (credits, budget) are set from it then.
         self.refreshers: list[Callable[[], None]] = []
@@ -135,7 +141,7 @@ def init_app(app: Flask) -> Metrics:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.observe_request(route, response.status_code, seconds)
         # The path only: a query string is the client's data, and the log never needs it.
-        job = f" job_id={g.job_id}" if g.get("job_id") else ""  # set by a generating route (jobs.py)
+        job = f" job_id={g.job_id}" if g.get("job_id") else ""  # set by a generating route (the jobs package)
         log.info("method=%s path=%s status=%d duration_ms=%.1f request_id=%s%s",
                  request.method, quote(request.path, safe="/-._~"), response.status_code, seconds * 1000, rid, job)
         return response

@@ -1,29 +1,21 @@
-"""Image delivery: `/images/<sha256>.png`, the PNG answers of every route, and `flask images copy`."""
+"""Sending PNGs: `/images/<sha256>.png`, and the PNG answers of the compat routes (sendfile, nginx offload, S3)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 
-import click
-from flask import Blueprint, Flask, current_app, redirect, request
+from flask import Blueprint, current_app, redirect, request
 from sqlalchemy import select
 from werkzeug.wsgi import wrap_file
 
-from config import Settings
-from errors import NotFound
-from image_store import IMMUTABLE, SHA256_NAME, DiskStore, ImageStore, S3Store, open_store
+from core.errors import NotFound
+from core.image_store import IMMUTABLE, SHA256_NAME, DiskStore, ImageStore, S3Store
 from models import ImageFile
 
 bp = Blueprint("images", __name__)
 # The compat routes name a row, whose image may change: browsers check again after an hour.
 COMPAT_CACHE = "public, max-age=3600"
-
-
-def store_for(settings: Settings) -> ImageStore:
-    """The store IMAGE_STORE_URL names (files under IMAGE_DIR when unset)."""
-    return open_store(settings.image_store_url, settings.image_dir, endpoint_url=settings.s3_endpoint_url,
-                      public_base_url=settings.image_public_base_url, url_ttl_s=settings.image_url_ttl_s)
 
 
 def send_png(sha256: str | None, not_found: Callable[[], NotFound], *, cache_control: str = COMPAT_CACHE,
@@ -97,28 +89,3 @@ def get_image(name: str):
             if connection.execute(select(ImageFile.sha256).where(ImageFile.sha256 == sha256)).first() is None:
                 raise not_found()
     return send_png(sha256, not_found, cache_control=IMMUTABLE, redirect_s3=True)
-
-
-def register_commands(app: Flask) -> None:
-    """Add `flask images copy --to <store URL>`."""
-    group = click.Group("images", help="Manage the stored PNGs.")
-
-    @group.command("copy")
-    @click.option("--to", "target_url", required=True,
-                  help="s3://bucket[/prefix] (S3_ENDPOINT_URL and AWS credentials as for the service) or a folder.")
-    def copy_command(target_url: str) -> None:
-        """Copy every stored PNG to another store; those already there are skipped, so it can be run again."""
-        settings: Settings = app.extensions["settings"]
-        source: ImageStore = app.extensions["image_store"]
-        target = open_store(target_url, settings.image_dir, endpoint_url=settings.s3_endpoint_url,
-                            public_base_url=settings.image_public_base_url, url_ttl_s=settings.image_url_ttl_s)
-        hashes = list(source.hashes())
-        copied = 0
-        with click.progressbar(hashes, label="Copying images", show_pos=True) as bar:
-            for sha256 in bar:
-                if not target.exists(sha256):
-                    target.write(sha256, source.read(sha256))
-                    copied += 1
-        click.echo(f"Copied {copied} image(s); {len(hashes) - copied} already there.")
-
-    app.cli.add_command(group)

@@ -1,6 +1,25 @@
-"""The service's error types: each carries the HTTP status and code of the JSON error it becomes."""
+"""The service's errors: the types, each carrying the HTTP status and code of the JSON error it becomes, and the
+handlers that answer every error of the app in that one JSON shape."""
 
 from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app, g, jsonify, request
+from flask_limiter import RateLimitExceeded
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    416: "range_not_satisfiable",
+    429: "rate_limited",
+}
 
 
 class ApiError(Exception):
@@ -74,3 +93,32 @@ class ContentRejected(ProviderError):
 
 class ConfigError(Exception):
     """A setting has a value the service cannot use; the message names the setting."""
+
+
+def init_app(app: Flask) -> None:
+    """Answer every error in the JSON shape: Werkzeug's (404, 405, 413...), ours, and any other exception."""
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(Exception, handle_unexpected_error)
+
+
+def handle_api_error(error: ApiError):
+    return jsonify(error.to_dict()), error.status, error.headers
+
+
+def handle_http_error(error: HTTPException):
+    response = error.get_response()
+    code = HTTP_CODES.get(error.code or 500, "internal_error" if (error.code or 500) >= 500 else "bad_request")
+    message = error.description
+    if isinstance(error, RateLimitExceeded):  # its description is the bare limit, e.g. "30 per 1 minute"
+        message = f"Too many generation requests from this address (limit: {error.description}); try again later."
+    response.set_data(current_app.json.dumps({"error": message, "code": code}))
+    response.content_type = "application/json"
+    return response
+
+
+def handle_unexpected_error(error: Exception):
+    if "db" in g:
+        g.db.rollback()
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return jsonify({"error": "The server hit an unexpected error.", "code": "internal_error"}), 500

@@ -12,11 +12,10 @@ import time
 from typing import Protocol
 
 from limits.storage import Storage
-from sqlalchemy import Engine, Float, Integer, String, delete, select, text
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Mapped, mapped_column
 
-from models import Base
+from models import SharedCounter
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +42,6 @@ CLAIM = text(
     "ON CONFLICT (name) DO UPDATE SET value = 1, expires_at = excluded.expires_at "
     "WHERE shared_counters.expires_at <= :now RETURNING value"
 )
-
-
-class SharedCounter(Base):
-    """One named number with its expiry (seconds since the epoch): a rate-limit window, a cool-down, credits."""
-
-    __tablename__ = "shared_counters"
-
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value: Mapped[int] = mapped_column(Integer)
-    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class SharedState(Protocol):

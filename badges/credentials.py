@@ -1,0 +1,112 @@
+"""Issuing, revoking and building credentials: an award is a `BadgeCredential` row, and the OpenBadgeCredential
+is rebuilt from that row whenever it is asked for (Ed25519 signatures are deterministic, so the same row always
+gives the same VC-JWT)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from badges.issuer import OB_CONTEXT, VC_CONTEXT, base_url, issuer_profile, timestamp
+from badges.signing import signer
+from badges.status import status_position
+from core.db import find_achievement, find_user, get_session
+from core.errors import NotFound
+from models import Achievement, BadgeCredential, UserAchievement
+
+
+def _active(session: Session, user_id: int) -> dict[int, BadgeCredential]:
+    rows = session.scalars(select(BadgeCredential).where(
+        BadgeCredential.user_id == user_id, BadgeCredential.revoked_at.is_(None)))
+    return {row.achievement_id: row for row in rows}
+
+
+def issue(session: Session, user_id: int, achievement_ids: list[int]) -> None:
+    """Issue a credential for each achievement the user has no active credential for (the caller commits)."""
+    active = _active(session, user_id)
+    for achievement_id in dict.fromkeys(achievement_ids):
+        if achievement_id not in active:
+            session.add(BadgeCredential(id=str(uuid.uuid4()), user_id=user_id, achievement_id=achievement_id,
+                                        salt=secrets.token_hex(16)))
+
+
+def sync(session: Session, user_id: int, achievement_ids: list[int]) -> None:
+    """Make the user's active credentials match `achievement_ids`: revoke the others, issue the missing."""
+    now = datetime.now(UTC)
+    for achievement_id, row in _active(session, user_id).items():
+        if achievement_id not in achievement_ids:
+            row.revoked_at = now
+    issue(session, user_id, achievement_ids)
+
+
+def find_credential(session: Session, user_id: int, achievement_id: int) -> BadgeCredential:
+    """The user's active credential for the achievement, or 404 credential_not_found."""
+    row = session.scalar(select(BadgeCredential).join(
+        UserAchievement, (UserAchievement.user_id == BadgeCredential.user_id)
+        & (UserAchievement.achievement_id == BadgeCredential.achievement_id),
+    ).where(BadgeCredential.user_id == user_id, BadgeCredential.achievement_id == achievement_id,
+            BadgeCredential.revoked_at.is_(None)).order_by(BadgeCredential.serial.desc()).limit(1))
+    if row is None:
+        raise NotFound(f"User {user_id} holds no credential for achievement {achievement_id}.",
+                       code="credential_not_found")
+    return row
+
+
+def identity_hash(user_id: int, salt: str) -> str:
+    """The recipient as Open Badges hashes it: sha256 of the identity followed by the salt."""
+    return "sha256$" + hashlib.sha256(f"{user_id}{salt}".encode()).hexdigest()
+
+
+def build_credential(row: BadgeCredential, achievement: Achievement) -> dict:
+    """The OpenBadgeCredential of an issued row (W3C VC 2.0 data model, Open Badges 3.0 context)."""
+    base = base_url()
+    status_list, index = status_position(row.serial)
+    return {
+        "@context": [VC_CONTEXT, OB_CONTEXT],
+        "id": f"urn:uuid:{row.id}",
+        "type": ["VerifiableCredential", "OpenBadgeCredential"],
+        "name": achievement.name,
+        "issuer": issuer_profile(),
+        "validFrom": timestamp(row.issued_at),
+        "credentialSubject": {
+            "type": ["AchievementSubject"],
+            "identifier": [{"type": "IdentityObject", "identityHash": identity_hash(row.user_id, row.salt),
+                            "identityType": "systemId", "hashed": True, "salt": row.salt}],
+            "achievement": {
+                "id": f"{base}/achievements/{achievement.id}",
+                "type": ["Achievement"],
+                "name": achievement.name,
+                "description": achievement.description,
+                "criteria": {"narrative": f"Celebrated {achievement.occasion} with a purchase in "
+                                          f"{achievement.product_type}."},
+                "image": {"id": f"{base}/get-achievement-image?achievement_id={achievement.id}", "type": "Image",
+                          "caption": achievement.name},
+            },
+        },
+        "credentialStatus": {
+            "id": f"{base}/status/{status_list}#{index}",
+            "type": "BitstringStatusListEntry",
+            "statusPurpose": "revocation",
+            "statusListIndex": str(index),
+            "statusListCredential": f"{base}/status/{status_list}",
+        },
+    }
+
+
+def held_credential(user_id: int, achievement_id: int) -> tuple[BadgeCredential, Achievement]:
+    """The active credential and its achievement, or the 404 that says which is missing."""
+    find_user(user_id)
+    achievement = find_achievement(achievement_id)
+    return find_credential(get_session(), user_id, achievement_id), achievement
+
+
+def signed_credential(user_id: int, achievement_id: int) -> tuple[dict, str, Achievement]:
+    """The credential of the user's award, as JSON and as a VC-JWT, with its achievement."""
+    row, achievement = held_credential(user_id, achievement_id)
+    credential = build_credential(row, achievement)
+    return credential, signer().sign(credential), achievement

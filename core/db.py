@@ -1,0 +1,106 @@
+"""The database: the engine, the session of each request, and the look-ups every route makes (or answers 404)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from pathlib import Path
+
+from flask import Flask, current_app, g
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import NotFound
+from models import Achievement, User
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets its folder, WAL and a busy timeout so several workers can share it."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        database = engine.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    _forget_pool_after_fork(engine)
+    return engine
+
+
+def _forget_pool_after_fork(engine: Engine) -> None:
+    """A forked child (gunicorn's preloaded workers, Celery's) drops the parent's pooled connections unclosed:
+    sharing a socket across processes corrupts both sides' conversations with the database."""
+    ref = weakref.ref(engine)
+
+    def reset() -> None:
+        if (alive := ref()) is not None:
+            alive.dispose(close=False)
+
+    os.register_at_fork(after_in_child=reset)
+
+
+def init_app(app: Flask, engine: Engine) -> None:
+    """Give the app its engine and session factory, and close each request's session when the request ends."""
+    app.extensions["engine"] = engine
+    app.extensions["sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
+    app.teardown_appcontext(close_session)
+
+
+def get_session() -> Session:
+    """The database session of this request, opened on first use."""
+    if "db" not in g:
+        g.db = current_app.extensions["sessionmaker"]()
+    return g.db
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.close()
+
+
+def find_user(user_id: int, *, lock: bool = False) -> User:
+    """The user, or 404; `lock` holds the user's row until commit, so writes about one user take turns."""
+    # FOR NO KEY UPDATE (PostgreSQL; SQLite locks on write anyway): it still lets other requests insert rows
+    # that merely reference this user, such as an award.
+    user = get_session().get(User, user_id, with_for_update={"key_share": True} if lock else None)
+    if user is None:
+        raise NotFound(f"No user has id {user_id}.", code="user_not_found")
+    return user
+
+
+def find_achievement(achievement_id: int) -> Achievement:
+    """The achievement, or 404."""
+    achievement = get_session().get(Achievement, achievement_id)
+    if achievement is None:
+        raise NotFound(f"No achievement has id {achievement_id}.", code="achievement_not_found")
+    return achievement
+
+
+def look_up(statement, **params):
+    """The first row of a read-only statement, on a pooled connection without an ORM session."""
+    with current_app.extensions["engine"].connect() as connection:
+        return connection.execute(statement, params).first()
+
+
+def status(engine: Engine) -> str:
+    """'ok' when the database answers, else 'unreachable' (for /healthz)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as error:
+        log.warning("health check: database unreachable (%s)", type(error).__name__)
+        return "unreachable"
+    return "ok"

@@ -1,0 +1,13 @@
+"""Running the service: `/healthz` and `/metrics` (`health`), and serving it with gunicorn or Werkzeug's
+development server (`serving`)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from ops.health import bp
+
+
+def init_app(app: Flask) -> None:
+    """Register `/healthz` and `/metrics`."""
+    app.register_blueprint(bp)
