@@ -24,7 +24,7 @@ import seed
 import spend
 from badges.credentials import issue, sync
 from core import db, errors, http_edge, observability, schema
-from core.db import find_achievement, find_user, get_session, look_up
+from core.db import find_achievement, find_themes, find_user, get_session, look_up, no_image
 from core.errors import NotFound
 from core.image_store import store_for
 from core.ledger import Ledger
@@ -116,11 +116,7 @@ def generate_storefronts():
     user_id = parse_id(param("user_id"), "user_id")
     shop_theme = parse_text(param("shop_theme"), "shop_theme")
     preferences = read_preferences()
-    user = find_user(user_id)
-    recommendations = user.recommendations or {}
-    themes = list(recommendations) if shop_theme == "all" else [shop_theme]
-    if not themes or any(theme not in recommendations for theme in themes):
-        raise NotFound("Mismatch of Themes", code="theme_not_found", field="shop_theme")
+    themes = find_themes(find_user(user_id).recommendations or {}, shop_theme)
 
     check_budget()
     return submit("storefronts", {"user_id": user_id, "shop_theme": shop_theme}, preferences,
@@ -223,10 +219,6 @@ def list_achievements():
         query = query.offset(parse_int(offset, "offset", 0))
     rows = get_session().execute(query)
     return jsonify({"achievements": [Achievement.as_dict(*row) for row in rows]})
-
-
-def no_image(achievement_id: int) -> NotFound:
-    return NotFound(f"Achievement {achievement_id} has no image.", code="achievement_not_found")
 
 
 @bp.get("/view-achievement-image")

@@ -12,7 +12,7 @@ from badges.issuer import OB_CONTEXT, VC_CONTEXT, issuer_profile
 from badges.signing import signer
 from badges.status import last_list, status_list_credential
 from badges.verify import CHUNK_KEYWORD, bake, baked_credential, verify
-from core.db import get_session
+from core.db import get_session, no_image
 from core.errors import ApiError, InvalidParameter, NotFound
 from core.params import parse_id, parse_int, parse_json_object
 from core.png import PNG_SIGNATURE
@@ -59,7 +59,7 @@ def get_baked_badge(user_id: str, achievement_id: str):
     try:
         png = current_app.extensions["image_store"].read(achievement.image_sha256 or "")
     except (FileNotFoundError, ValueError):
-        raise NotFound(f"Achievement {achievement.id} has no image.", code="achievement_not_found") from None
+        raise no_image(achievement.id) from None
     baked = bake(png, token)
     response = current_app.response_class(baked, mimetype="image/png")
     response.set_etag(hashlib.sha256(baked).hexdigest())

@@ -71,11 +71,12 @@ def close_session(_exc: BaseException | None = None) -> None:
         session.close()
 
 
-def find_user(user_id: int, *, lock: bool = False) -> User:
-    """The user, or 404; `lock` holds the user's row until commit, so writes about one user take turns."""
+def find_user(user_id: int, *, lock: bool = False, session: Session | None = None) -> User:
+    """The user, or 404; `lock` holds the user's row until commit, so writes about one user take turns. In the
+    request's session unless another is given (a job runs in sessions of its own)."""
     # FOR NO KEY UPDATE (PostgreSQL; SQLite locks on write anyway): it still lets other requests insert rows
     # that merely reference this user, such as an award.
-    user = get_session().get(User, user_id, with_for_update={"key_share": True} if lock else None)
+    user = (session or get_session()).get(User, user_id, with_for_update={"key_share": True} if lock else None)
     if user is None:
         raise NotFound(f"No user has id {user_id}.", code="user_not_found")
     return user
@@ -87,6 +88,20 @@ def find_achievement(achievement_id: int) -> Achievement:
     if achievement is None:
         raise NotFound(f"No achievement has id {achievement_id}.", code="achievement_not_found")
     return achievement
+
+
+def no_image(achievement_id: int) -> NotFound:
+    """The 404 of an achievement that has no badge image."""
+    return NotFound(f"Achievement {achievement_id} has no image.", code="achievement_not_found")
+
+
+def find_themes(recommendations: dict[str, list[str]], shop_theme: str) -> list[str]:
+    """The themes `shop_theme` names among the user's recommendations (`all`: every one, in the user's order);
+    404 theme_not_found when it names one the user has none of."""
+    themes = list(recommendations) if shop_theme == "all" else [shop_theme]
+    if not themes or any(theme not in recommendations for theme in themes):
+        raise NotFound("Mismatch of Themes", code="theme_not_found", field="shop_theme")
+    return themes
 
 
 def look_up(statement, **params):

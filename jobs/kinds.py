@@ -10,9 +10,10 @@ from datetime import date
 from flask import Flask
 from sqlalchemy import select
 
-from core.errors import NotFound, ProviderError
+from core.db import find_themes, find_user
+from core.errors import ProviderError
 from jobs.state import Progress, save_once, saved_outputs
-from models import Achievement, Job, JobOutput, Storefront, User
+from models import Achievement, Job, JobOutput, Storefront
 from providers import badge_spec, storefront_spec
 
 MAX_THEME_WORKERS = 4
@@ -23,14 +24,9 @@ def make_storefronts(app: Flask, job: Job, progress: Progress) -> dict:
     """One storefront per theme, themes generated concurrently; progress reported as each theme ends."""
     generator = app.extensions["generator"]
     with app.extensions["sessionmaker"]() as session:
-        user = session.get(User, job.params["user_id"])
-        if user is None:  # deleted since the request
-            raise NotFound(f"No user has id {job.params['user_id']}.", code="user_not_found")
+        user = find_user(job.params["user_id"], session=session)  # it may have been deleted since the request
         user_id, user_name, recommendations = user.id, user.name, dict(user.recommendations or {})
-    shop_theme = job.params["shop_theme"]
-    themes = list(recommendations) if shop_theme == "all" else [shop_theme]
-    if not themes or any(theme not in recommendations for theme in themes):
-        raise NotFound("Mismatch of Themes", code="theme_not_found", field="shop_theme")
+    themes = find_themes(recommendations, job.params["shop_theme"])
     done = saved_outputs(app, job.id)
     progress.start(len(themes), [theme for theme in themes if theme in done])
     errors: dict[str, ProviderError] = {}

@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +22,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask.testing import FlaskClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, make_url
 from sqlalchemy.pool import NullPool
 
 from core import schema
 from core.settings import Settings
+from jobs.state import FINAL
 from main import create_app
 
 # Every setting the service reads, so a developer's environment never leaks into a test.
@@ -229,9 +232,51 @@ def post_together(app, url: str, headers: dict[str, str], count: int = 2) -> lis
     return answers
 
 
-def generate(client, user_id, theme="tech"):
-    """POST /gen-new-storefront-images for one user and theme."""
-    return client.post(f"/gen-new-storefront-images?user_id={user_id}&shop_theme={theme}")
+def generate_storefronts(client, user_id, theme="tech", **kwargs):
+    """POST /gen-new-storefront-images for one user and theme; `kwargs` go to the client (headers=...)."""
+    return client.post(f"/gen-new-storefront-images?user_id={user_id}&shop_theme={theme}", **kwargs)
+
+
+def generate_achievement(client, date="31 Oct", product="soju", **kwargs):
+    """POST /gen-achievement-image for one day and product; `kwargs` go to the client (headers=...)."""
+    return client.post("/gen-achievement-image", query_string={"date": date, "product": product}, **kwargs)
+
+
+@pytest.fixture
+def achievement(client) -> dict:
+    """An achievement made by the local providers, as /gen-achievement-image answers it."""
+    response = generate_achievement(client)
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def wait_until(check, timeout: float, message: str):
+    """What `check()` returns once it is truthy, polled every 50 ms; AssertionError with `message` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.05)
+    raise AssertionError(message)
+
+
+def wait_for_job(client, job_id: str, statuses=FINAL, timeout: float = 60) -> dict:
+    """The job from `GET /jobs/{id}` once its status is one of `statuses` (by default, once it has ended)."""
+    statuses = {statuses} if isinstance(statuses, str) else set(statuses)
+    return wait_until(lambda: (job := client.get(f"/jobs/{job_id}").get_json())["status"] in statuses and job,
+                      timeout, f"job {job_id} did not reach {sorted(statuses)} within {timeout} s")
+
+
+def metric(client, name: str, **labels: str) -> float | None:
+    """The value of the sample of /metrics with this name and exactly these labels, or None when it is absent."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
 
 
 def assert_nothing_saved(app):

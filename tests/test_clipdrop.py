@@ -10,7 +10,7 @@ import requests
 import responses
 
 import clipdrop_gen
-from conftest import assert_nothing_saved, count_rows, generate, png_size
+from conftest import assert_nothing_saved, count_rows, generate_storefronts, png_size
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, form_fields, image_bytes, png_text
 from models import Storefront
 
@@ -29,7 +29,7 @@ def test_storefront_from_clipdrop(client, app, users, http):
     sent = image_bytes((1024, 1024))
     http.add(responses.POST, CLIPDROP_URL, body=sent, content_type="image/png",
              headers={"x-remaining-credits": "97", "x-credits-consumed": "1"})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 200, response.get_json()
 
     [call] = http.calls
@@ -76,7 +76,7 @@ def test_429_then_200_is_retried(client, app, users, http, caplog):
                     headers={"Retry-After": "0"})
     ok = http.add(responses.POST, CLIPDROP_URL, body=image_bytes(), content_type="image/png")
     with caplog.at_level(logging.WARNING):
-        response = generate(client, users[0]["id"])
+        response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 200
     assert (busy.call_count, ok.call_count) == (1, 1)
     assert "clipdrop: HTTP 429; retry 1 of 3 in 0.00 s" in caplog.text  # Retry-After: 0, not the backoff
@@ -88,7 +88,7 @@ def test_retry_after_beyond_the_deadline_is_not_waited_for(make_app, http):
     users = client.post("/seed-specific").get_json()["users"]
     busy = http.add(responses.POST, CLIPDROP_URL, status=429, json={"error": "slow down"},
                     headers={"Retry-After": "120"})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 503
     assert response.get_json()["code"] == "provider_busy"
     assert response.get_json()["provider"] == "clipdrop"
@@ -100,7 +100,7 @@ def test_retry_after_beyond_the_deadline_is_not_waited_for(make_app, http):
 def test_still_rate_limited_after_retries_is_503(client, app, users, http):
     busy = http.add(responses.POST, CLIPDROP_URL, status=429, json={"error": "Too many requests"},
                     headers={"Retry-After": "0"})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 503
     body = response.get_json()
     assert (body["code"], body["provider"]) == ("provider_busy", "clipdrop")
@@ -111,7 +111,7 @@ def test_still_rate_limited_after_retries_is_503(client, app, users, http):
 
 def test_5xx_until_retries_run_out_is_502(client, app, users, http):
     failing = http.add(responses.POST, CLIPDROP_URL, status=500, json={"error": "boom"}, headers={"Retry-After": "0"})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 502
     assert response.get_json()["code"] == "provider_error"
     assert response.get_json()["provider"] == "clipdrop"
@@ -127,7 +127,7 @@ def test_timeouts_and_dropped_connections_are_retried(make_app, http, fault):
     client = make_app(CLIPDROP_API_KEY=CLIPDROP_KEY, PROVIDER_RETRIES="1").test_client()
     users = client.post("/seed-specific").get_json()["users"]
     failing = http.add(responses.POST, CLIPDROP_URL, body=fault)
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 502
     assert (response.get_json()["code"], response.get_json()["provider"]) == ("provider_error", "clipdrop")
     assert failing.call_count == 2
@@ -139,7 +139,7 @@ def test_timeout_then_success(make_app, http):
     users = client.post("/seed-specific").get_json()["users"]
     http.add(responses.POST, CLIPDROP_URL, body=requests.exceptions.ReadTimeout("read timed out"))
     http.add(responses.POST, CLIPDROP_URL, body=image_bytes(), content_type="image/png")
-    assert generate(client, users[0]["id"]).status_code == 200
+    assert generate_storefronts(client, users[0]["id"]).status_code == 200
     assert len(http.calls) == 2
 
 
@@ -147,7 +147,7 @@ def test_timeout_then_success(make_app, http):
                                                (400, "refused the request")])
 def test_other_4xx_is_not_retried(client, app, users, http, status, words):
     refused = http.add(responses.POST, CLIPDROP_URL, status=status, json={"error": "nope"})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 502
     body = response.get_json()
     assert (body["code"], body["provider"]) == ("provider_error", "clipdrop")
@@ -158,7 +158,7 @@ def test_other_4xx_is_not_retried(client, app, users, http, status, words):
 
 def test_out_of_credits_is_recorded(client, app, users, http):
     http.add(responses.POST, CLIPDROP_URL, status=402, json={"error": "no credits"})
-    generate(client, users[0]["id"])
+    generate_storefronts(client, users[0]["id"])
     assert app.extensions["ledger"].credits("clipdrop") == 0
 
 
@@ -167,7 +167,7 @@ def test_out_of_credits_is_recorded(client, app, users, http):
                          ids=["json", "html", "empty", "broken-png", "svg"])
 def test_bytes_that_are_not_an_image_are_never_stored(client, app, users, http, body):
     http.add(responses.POST, CLIPDROP_URL, body=body, content_type="image/png")
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 502
     assert response.get_json()["code"] == "provider_error"
     assert "not an image" in response.get_json()["error"]
@@ -176,7 +176,7 @@ def test_bytes_that_are_not_an_image_are_never_stored(client, app, users, http, 
 
 def test_other_image_formats_become_png_of_the_right_size(client, users, http):
     http.add(responses.POST, CLIPDROP_URL, body=image_bytes((768, 512), "JPEG"), content_type="image/jpeg")
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     item = client.get(f"/get-user-storefront-images?user_id={users[0]['id']}").get_json()["storefront_images"][0]
     assert response.status_code == 200
     assert png_size(base64.b64decode(item["storefront_image_binary"])) == (1024, 1024)
@@ -186,8 +186,8 @@ def test_the_key_is_never_in_an_answer_or_a_log_line(client, users, http, caplog
     http.add(responses.POST, CLIPDROP_URL, status=403, json={"error": f"Invalid api key {CLIPDROP_KEY}"})
     http.add(responses.POST, CLIPDROP_URL, status=500, json={"error": CLIPDROP_KEY}, headers={"Retry-After": "0"})
     with caplog.at_level(logging.DEBUG):
-        first = generate(client, users[0]["id"])
-        second = generate(client, users[0]["id"])
+        first = generate_storefronts(client, users[0]["id"])
+        second = generate_storefronts(client, users[0]["id"])
     assert first.status_code == second.status_code == 502
     for text in (first.get_data(as_text=True), second.get_data(as_text=True), caplog.text):
         assert CLIPDROP_KEY not in text

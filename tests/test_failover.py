@@ -10,7 +10,7 @@ import requests
 import responses
 from sqlalchemy import event
 
-from conftest import assert_nothing_saved, count_rows, image_files
+from conftest import assert_nothing_saved, count_rows, generate_storefronts, image_files
 from core.errors import ConfigError
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, STABILITY_CORE_URL, STABILITY_KEY, form_fields, image_bytes, png_text
 from models import Storefront
@@ -37,7 +37,8 @@ def client(make_client):
 
 
 def generate(client, theme="tech", user=0):
-    return client.post(f"/gen-new-storefront-images?user_id={client.users[user]['id']}&shop_theme={theme}")
+    """Storefronts for the `user`-th demo user of this client."""
+    return generate_storefronts(client, client.users[user]["id"], theme)
 
 
 def stored_provider(client, response) -> str:

@@ -12,7 +12,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from conftest import generate
+from conftest import generate_storefronts
 from models import Achievement, ImageFile, Storefront
 from s3_server import object_keys, s3_bucket, s3_client, s3_endpoint  # noqa: F401 - fixtures
 
@@ -22,13 +22,6 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 def sha_of(src: str) -> str:
     assert src.startswith("/images/") and src.endswith(".png")
     return src.removeprefix("/images/").removesuffix(".png")
-
-
-@pytest.fixture
-def achievement(client) -> dict:
-    response = client.post("/gen-achievement-image?date=31 Oct&product=soju")
-    assert response.status_code == 200
-    return response.get_json()
 
 
 def test_images_route_sends_the_stored_png_immutably(app, client, achievement):
@@ -56,7 +49,7 @@ def test_images_route_answers_image_not_found(client, name):
 
 
 def test_image_src_is_beside_every_image_url(client, users, achievement):
-    made = generate(client, users[0]["id"], "tech").get_json()["storefronts"]
+    made = generate_storefronts(client, users[0]["id"], "tech").get_json()["storefronts"]
     user_id = users[0]["id"]
     items = [
         achievement, *made,
@@ -74,7 +67,7 @@ def test_image_src_is_beside_every_image_url(client, users, achievement):
 
 
 def test_images_table_follows_rows_and_files(app, client, users):
-    made = generate(client, users[0]["id"], "tech").get_json()["storefronts"]
+    made = generate_storefronts(client, users[0]["id"], "tech").get_json()["storefronts"]
     with app.extensions["sessionmaker"]() as session:
         assert list(session.scalars(select(ImageFile.sha256))) == [sha_of(made[0]["image_src"])]
     assert client.delete("/delete-all-storefronts").status_code == 200
@@ -132,7 +125,7 @@ def test_s3_redirects_to_the_public_base_url(make_app, s3_endpoint, s3_bucket): 
 def test_s3_delete_all_removes_objects_no_row_uses(s3_app, s3_endpoint, s3_bucket):  # noqa: F811
     client = s3_app.test_client()
     user_id = client.post("/seed-specific").get_json()["users"][0]["id"]
-    storefronts = generate(client, user_id, "all").get_json()["storefronts"]
+    storefronts = generate_storefronts(client, user_id, "all").get_json()["storefronts"]
     kept = client.post("/gen-achievement-image?date=31 Oct&product=soju").get_json()
     assert len(object_keys(s3_endpoint, s3_bucket)) == 4
 
@@ -147,7 +140,7 @@ def test_images_copy_is_idempotent(make_app, s3_endpoint, s3_bucket):  # noqa: F
     app = make_app(S3_ENDPOINT_URL=s3_endpoint)  # images on disk; S3_ENDPOINT_URL says where the copy goes
     client, copier = app.test_client(), app.test_cli_runner()
     user_id = client.post("/seed-specific").get_json()["users"][0]["id"]
-    generate(client, user_id, "all")
+    generate_storefronts(client, user_id, "all")
     hashes = set(app.extensions["image_store"].hashes())
     assert len(hashes) == 3
 

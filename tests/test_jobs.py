@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from datetime import timedelta
 
@@ -13,13 +12,12 @@ import pytest
 from sqlalchemy import select, update
 
 from bench import vendor_stub
-from conftest import count_rows, image_files, post_together
+from conftest import count_rows, image_files, post_together, wait_for_job
 from core.provider_types import GeneratedImage
 from fakes import CLIPDROP_KEY, CLIPDROP_URL
 from jobs.state import claim, save_once
 from models import Achievement, Job, JobOutput, Storefront, utcnow
 
-FINAL = {"succeeded", "failed", "canceled"}
 ADMIN = "jobs-admin-token"
 
 
@@ -38,24 +36,6 @@ def slow(stub):
 
 def seed(client) -> list[dict]:
     return client.post("/seed-specific", headers={"Authorization": f"Bearer {ADMIN}"}).get_json()["users"]
-
-
-def wait_until_final(client, job_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").get_json()
-        if job["status"] in FINAL:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not end within {timeout} s: {job}")
-
-
-def wait_for_status(client, job_id: str, status: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while (job := client.get(f"/jobs/{job_id}").get_json())["status"] != status:
-        assert time.monotonic() < deadline, job
-        time.sleep(0.02)
-    return job
 
 
 def parse_events(text: str) -> list[tuple[str, object]]:
@@ -104,7 +84,7 @@ def test_respond_async_answers_202_then_the_job_holds_the_answer(app, client, us
     assert job["params"]["product"] == "soju"
     assert job["result"] is None
 
-    ended = wait_until_final(client, job["id"])
+    ended = wait_for_job(client, job["id"])
     assert ended["status"] == "succeeded"
     assert ended["http_status"] == 200
     assert ended["result"]["achievement_name"] == ended["result"]["name"]
@@ -138,7 +118,7 @@ def test_wait_answers_202_when_the_job_is_slower(make_app, slow):
     assert response.status_code == 202
     assert response.headers["Preference-Applied"] == "respond-async, wait=1"
     assert response.headers["Location"] == f"/jobs/{response.get_json()['id']}"
-    assert wait_until_final(client, response.get_json()["id"])["status"] == "succeeded"
+    assert wait_for_job(client, response.get_json()["id"])["status"] == "succeeded"
 
 
 @pytest.fixture
@@ -222,7 +202,7 @@ def test_cancel_a_queued_job_and_no_provider_is_called_for_it(make_app, slow, st
     users = seed(client)
     url = f"/gen-new-storefront-images?user_id={users[0]['id']}&shop_theme=tech"
     first = client.post(url, headers={"Prefer": "respond-async"}).get_json()
-    wait_for_status(client, first["id"], "running")
+    wait_for_job(client, first["id"], "running")
     second = client.post(url.replace("tech", "food"), headers={"Prefer": "respond-async"}).get_json()
     assert client.get(f"/jobs/{second['id']}").get_json()["status"] == "queued"  # the one worker is busy
 
@@ -234,7 +214,7 @@ def test_cancel_a_queued_job_and_no_provider_is_called_for_it(make_app, slow, st
     assert running.status_code == 409
     assert running.get_json()["code"] == "job_running"
 
-    assert wait_until_final(client, first["id"])["status"] == "succeeded"
+    assert wait_for_job(client, first["id"])["status"] == "succeeded"
     app.extensions["jobs"].shutdown()  # every job this process was given has run (or been refused)
     assert client.get(f"/jobs/{second['id']}").get_json()["status"] == "canceled"
     assert stub.calls["clipdrop"] == 1
@@ -379,7 +359,7 @@ def test_a_job_whose_runner_went_silent_runs_again_and_saves_once(app, client, u
     assert count_rows(app, Storefront) == 2
 
     app.extensions["jobs"].sweep()
-    job = wait_until_final(client, body["job_id"])
+    job = wait_for_job(client, body["job_id"])
     assert job["status"] == "succeeded"
     assert [item["style"] for item in job["result"]["storefronts"]] == ["tech", "food", "fashion"]
     assert count_rows(app, Storefront) == 3  # only the lost theme was made again

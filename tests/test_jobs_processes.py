@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,14 +21,14 @@ import requests
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
-from conftest import BufferedClient, post_together, postgres_schema
+from conftest import BufferedClient, post_together, postgres_schema, wait_for_job, wait_until
 from core import schema
 from fakes import CLIPDROP_KEY
+from jobs.state import FINAL
 from main import create_app
 from models import Job, JobOutput
 from serving import REPO, running, server_env, stop
 
-FINAL = {"succeeded", "failed", "canceled"}
 NO_BROKER = "TEST_CELERY_BROKER_URL is not set: the Celery worker tests do not run"
 BROKERS = [url.strip() for url in os.environ.get("TEST_CELERY_BROKER_URL", "").split(",") if url.strip()]
 BROKER_PARAMS = [pytest.param(url, id=url.split(":")[0]) for url in BROKERS] or [
@@ -59,15 +58,6 @@ def outputs_of(database_url: str, job_id: str) -> int:
             return connection.scalar(select(func.count()).select_from(JobOutput).where(JobOutput.job_id == job_id))
     finally:
         engine.dispose()
-
-
-def wait_until(check, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.05)
-    raise AssertionError(message)
 
 
 def runner_pid(database_url: str, job_id: str) -> int:
@@ -191,11 +181,6 @@ def seed(client) -> dict:
     return client.post("/seed-specific").get_json()["users"][0]
 
 
-def wait_final(client, job_id: str, timeout: float = 60) -> dict:
-    return wait_until(lambda: (job := client.get(f"/jobs/{job_id}").get_json())["status"] in FINAL and job,
-                      timeout, f"job {job_id} did not end")
-
-
 def test_celery_runs_the_waiting_request_s_job(service):
     client = service.app.test_client()
     user = seed(client)
@@ -240,7 +225,7 @@ def test_celery_canceled_job_never_reaches_the_provider(service, stub):
     assert canceled.status_code == 200
     assert canceled.get_json()["status"] == "canceled"
     for job_id in busy:
-        assert wait_final(client, job_id)["status"] == "succeeded"
+        assert wait_for_job(client, job_id)["status"] == "succeeded"
     # The canceled job's message is consumed too, and refused by the claim.
     wait_until(lambda: f"job {queued}: not claimed" in service.log(), 30, "the canceled job's message was not read")
     assert client.get(f"/jobs/{queued}").get_json()["status"] == "canceled"
@@ -269,7 +254,7 @@ def test_celery_killed_pool_process_s_job_is_run_again_once(service, stub):
     job_id = client.post(f"/gen-new-storefront-images?user_id={user['id']}&shop_theme=tech",
                          headers={"Prefer": "respond-async"}).get_json()["id"]
     os.kill(runner_pid(service.database_url, job_id), signal.SIGKILL)
-    job = wait_final(client, job_id)
+    job = wait_for_job(client, job_id)
     assert job["status"] == "succeeded", job
     assert job_row(service.database_url, job_id).attempts == 2
     assert outputs_of(service.database_url, job_id) == 1

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import assert_nothing_saved, count_rows
+from conftest import assert_nothing_saved, count_rows, generate_achievement
 from fakes import OPENAI_KEY, png_text
 from models import Achievement
 
@@ -114,13 +114,9 @@ def client(make_client):
     return make_client()
 
 
-def generate(client, date="31 Oct", product="soju"):
-    return client.post("/gen-achievement-image", query_string={"date": date, "product": product})
-
-
 def test_achievement_from_openai(client, stub):
     stub.answer(chat(json.dumps(GOOD)))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert body["achievement_name"] == "Spooky Soju Sipper"
@@ -144,7 +140,7 @@ def test_achievement_from_openai(client, stub):
 
 def test_server_without_json_schema_gets_json_mode(client, stub):
     stub.answer(error(400, "response_format json_schema is not supported"), chat(json.dumps(GOOD)))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 200, response.get_json()
     assert [r["json"]["response_format"]["type"] for r in stub.requests] == ["json_schema", "json_object"]
 
@@ -168,7 +164,7 @@ def test_server_without_json_schema_gets_json_mode(client, stub):
 )
 def test_odd_reply_shapes_are_read(client, stub, content):
     stub.answer(chat(content))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert (body["achievement_name"], body["occasion"], body["product_type"]) == (
@@ -178,7 +174,7 @@ def test_odd_reply_shapes_are_read(client, stub, content):
 
 def test_unusable_reply_is_asked_again(client, stub):
     stub.answer(chat("I think a good name would be Soju Star."), chat(json.dumps(GOOD)))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 200
     assert len(stub.requests) == 2
 
@@ -191,7 +187,7 @@ def test_unusable_reply_is_asked_again(client, stub):
 )
 def test_reply_unusable_after_the_retries_is_a_provider_error(client, stub, content):
     stub.answer(chat(content))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 502
     body = response.get_json()
     assert (body["code"], body["provider"]) == ("provider_error", "openai")
@@ -205,7 +201,7 @@ def test_reply_unusable_after_the_retries_is_a_provider_error(client, stub, cont
 def test_malformed_completion_is_a_provider_error(make_client, stub, body):
     client = make_client(PROVIDER_RETRIES="1")
     stub.answer(Reply(body=body))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 502
     assert (response.get_json()["code"], response.get_json()["provider"]) == ("provider_error", "openai")
     assert len(stub.requests) == 2
@@ -214,13 +210,13 @@ def test_malformed_completion_is_a_provider_error(make_client, stub, body):
 
 def test_429_then_200_is_retried_by_the_sdk(client, stub):
     stub.answer(error(429, "slow down", retry_after_ms="1"), chat(json.dumps(GOOD)))
-    assert generate(client).status_code == 200
+    assert generate_achievement(client).status_code == 200
     assert [r["headers"].get("x-stainless-retry-count") for r in stub.requests] == ["0", "1"]
 
 
 def test_still_rate_limited_is_503_with_retry_after(client, stub):
     stub.answer(error(429, "slow down", retry_after_ms="1", retry_after="7"))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 503
     assert (response.get_json()["code"], response.get_json()["provider"]) == ("provider_busy", "openai")
     assert response.headers["Retry-After"] == "7"
@@ -230,14 +226,14 @@ def test_still_rate_limited_is_503_with_retry_after(client, stub):
 
 def test_out_of_quota_is_a_provider_error(client, stub):
     stub.answer(error(429, "You exceeded your current quota", code="insufficient_quota", retry_after_ms="1"))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 502
     assert "quota" in response.get_json()["error"]
 
 
 def test_5xx_until_retries_run_out_never_falls_back_to_the_local_writer(client, stub):
     stub.answer(error(500, "boom", retry_after_ms="1"))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 502
     assert (response.get_json()["code"], response.get_json()["provider"]) == ("provider_error", "openai")
     assert len(stub.requests) == 3
@@ -247,7 +243,7 @@ def test_5xx_until_retries_run_out_never_falls_back_to_the_local_writer(client, 
 def test_timeout(make_client, stub):
     client = make_client(PROVIDER_TIMEOUT_S="0.2", PROVIDER_RETRIES="1")
     stub.answer(Reply(body={}, delay=0.6))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 502
     assert "did not answer in time" in response.get_json()["error"]
     assert len(stub.requests) == 2
@@ -257,7 +253,7 @@ def test_timeout(make_client, stub):
 def test_dropped_connection(make_client, stub):
     client = make_client(PROVIDER_RETRIES="1")
     stub.answer(Reply(drop=True))
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 502
     assert "connection" in response.get_json()["error"]
     assert len(stub.requests) == 2
@@ -268,7 +264,7 @@ def test_dropped_connection(make_client, stub):
 def test_refused_key_is_a_provider_error_without_the_key(client, stub, caplog, status):
     stub.answer(error(status, f"Incorrect API key provided: {OPENAI_KEY}"))
     with caplog.at_level(logging.DEBUG):
-        response = generate(client)
+        response = generate_achievement(client)
     assert response.status_code == 502
     assert "OPENAI_API_KEY" in response.get_json()["error"]
     assert len(stub.requests) == 1
@@ -281,7 +277,7 @@ def test_refused_key_is_a_provider_error_without_the_key(client, stub, caplog, s
                          ids=["finish-reason", "refusal", "policy-400"])
 def test_refusal_is_a_rejected_prompt(client, stub, reply):
     stub.answer(reply)
-    response = generate(client)
+    response = generate_achievement(client)
     assert response.status_code == 422
     assert (response.get_json()["code"], response.get_json()["provider"]) == ("content_rejected", "openai")
     assert len(stub.requests) == 1

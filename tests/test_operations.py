@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import responses
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
-from conftest import TEST_SIGNING_KEY
+from conftest import TEST_SIGNING_KEY, metric
 from core.settings import Settings
 
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens on the discard port: a remote provider fails at once
@@ -25,18 +24,6 @@ SECRETS = {"ADMIN_TOKEN": "adm-5ecret-a1", "CLIPDROP_API_KEY": "cd-5ecret-b2", "
 FAILING_REMOTES = {"CLIPDROP_API_URL": CLOSED_PORT, "STABILITY_API_HOST": CLOSED_PORT,
                    "OPENAI_BASE_URL": f"{CLOSED_PORT}/v1", "PROVIDER_RETRIES": "0", "PROVIDER_TIMEOUT_S": "5",
                    "PROVIDER_COOLDOWN_S": "0"}
-
-
-def metric(client, name: str, **labels: str) -> float | None:
-    """The value of one sample of /metrics, or None when it is absent."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.mimetype == "text/plain"
-    for family in text_string_to_metric_families(response.get_data(as_text=True)):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return None
 
 
 # --- /healthz -------------------------------------------------------------------------------------

@@ -16,13 +16,6 @@ def storefront(client, users) -> dict:
     return response.get_json()["storefronts"][0]
 
 
-@pytest.fixture
-def achievement(client) -> dict:
-    response = client.post("/gen-achievement-image?date=31 Oct&product=soju")
-    assert response.status_code == 200
-    return response.get_json()
-
-
 @pytest.mark.parametrize("made", ["storefront", "achievement"])
 def test_png_is_the_stored_file_with_its_hash_as_etag(request, app, made):
     url = request.getfixturevalue(made)["image_url"]

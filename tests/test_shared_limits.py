@@ -23,7 +23,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from bench import vendor_stub
-from conftest import generate, postgres_base_url, postgres_schema
+from conftest import generate_storefronts, postgres_base_url, postgres_schema
 from core import shared_counters
 from core.db import make_engine
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, STABILITY_CORE_URL, STABILITY_KEY, image_bytes
@@ -120,9 +120,9 @@ def test_a_cool_down_learnt_in_one_process_is_kept_by_another(make_app, users, h
     first, second = make_app(**settings).test_client(), make_app(**settings).test_client()
     down = http.add(responses.POST, CLIPDROP_URL, status=500, json={"error": "down"})
     served = http.add(responses.POST, STABILITY_CORE_URL, body=image_bytes(), content_type="image/png")
-    assert generate(first, users[0]["id"]).status_code == 200
+    assert generate_storefronts(first, users[0]["id"]).status_code == 200
     assert (down.call_count, served.call_count) == (1, 1)
-    assert generate(second, users[0]["id"]).status_code == 200
+    assert generate_storefronts(second, users[0]["id"]).status_code == 200
     assert (down.call_count, served.call_count) == (1, 2)  # skipped: cooling down for every process
 
 

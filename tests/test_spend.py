@@ -17,7 +17,7 @@ import time_machine
 from sqlalchemy import select, text
 
 from api_docs import load_openapi
-from conftest import generate
+from conftest import generate_storefronts, metric
 from fakes import CLIPDROP_KEY, CLIPDROP_URL, OPENAI_KEY, STABILITY_CORE_URL, STABILITY_KEY, image_bytes
 from models import ProviderCall
 from test_openai_writer import GOOD, StubServer, chat, error
@@ -53,7 +53,7 @@ def client(clipdrop_app):
 
 def test_a_paid_call_is_one_row_with_the_vendors_figures(client, clipdrop_app, users, http):
     clipdrop_ok(http)
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 200, response.get_json()
     [row] = rows(clipdrop_app)
     assert (row.provider, row.model, row.kind, row.outcome, row.status) == (
@@ -84,7 +84,7 @@ def test_every_attempt_of_each_fault_is_a_row(client, clipdrop_app, users, http,
             mocks.append(clipdrop_ok(http, credits_left=42))
         else:
             mocks.append(http.add(responses.POST, CLIPDROP_URL, status=answer, json={"error": "no"}, headers=NO_WAIT))
-    assert generate(client, users[0]["id"]).status_code == status
+    assert generate_storefronts(client, users[0]["id"]).status_code == status
     seen = rows(clipdrop_app)
     assert len(seen) == len(http.calls) == len(answers)
     assert [row.outcome for row in seen] == outcomes
@@ -102,7 +102,7 @@ def test_failover_rows_name_each_provider_and_costs_add_up(make_app, users, http
     http.add(responses.POST, CLIPDROP_URL, status=500, json={"error": "down"})
     http.add(responses.POST, STABILITY_CORE_URL, body=image_bytes(), content_type="image/png",
              headers={"finish-reason": "SUCCESS", "seed": "7"})
-    assert generate(app.test_client(), users[0]["id"]).status_code == 200
+    assert generate_storefronts(app.test_client(), users[0]["id"]).status_code == 200
     clipdrop, stability = rows(app)
     assert (clipdrop.provider, clipdrop.outcome, clipdrop.cost_usd) == ("clipdrop", "failed", 0)
     assert (stability.provider, stability.model, stability.outcome) == ("stability", "stable-image-core", "ok")
@@ -133,7 +133,7 @@ def test_a_broken_ledger_never_fails_the_generation(client, clipdrop_app, users,
     with engine.begin() as connection:
         connection.execute(text("DROP TABLE provider_calls"))
     try:
-        response = generate(client, users[0]["id"])
+        response = generate_storefronts(client, users[0]["id"])
     finally:  # PostgreSQL's schema serves the whole run
         ProviderCall.__table__.create(engine)
     assert response.status_code == 200
@@ -192,10 +192,10 @@ def spend_two_days(app, users, http):
     http.add(responses.POST, CLIPDROP_URL, status=500, json={"error": "down"}, headers=NO_WAIT)
     clipdrop_ok(http)
     with time_machine.travel(EVENING, tick=False):
-        assert generate(client, users[0]["id"]).status_code == 200
-        assert generate(client, users[1]["id"]).status_code == 200
+        assert generate_storefronts(client, users[0]["id"]).status_code == 200
+        assert generate_storefronts(client, users[1]["id"]).status_code == 200
     with time_machine.travel(NEXT_DAY, tick=False):
-        assert generate(client, users[0]["id"]).status_code == 200
+        assert generate_storefronts(client, users[0]["id"]).status_code == 200
 
 
 def test_usage_groups_and_totals(make_app, http):
@@ -227,8 +227,8 @@ def test_usage_groups_and_totals(make_app, http):
         assert client.get("/usage", headers=auth).get_json()["total"]["calls"] == 1
 
 
-@pytest.mark.parametrize("query", ["from=2026-13-01", "from=1.12.2026", "to=", "from=9999-12-31", "group_by=user", "group_by=",
-                                   "to=2026-12-01&from=2026-12-01", "from=2020-01-01&to=2026-01-01"])
+@pytest.mark.parametrize("query", ["from=2026-13-01", "from=1.12.2026", "to=", "from=9999-12-31", "group_by=user",
+                                   "group_by=", "to=2026-12-01&from=2026-12-01", "from=2020-01-01&to=2026-01-01"])
 def test_usage_refuses_bad_parameters(client, query):
     response = client.get(f"/usage?{query}")
     assert response.status_code == 400
@@ -237,7 +237,7 @@ def test_usage_refuses_bad_parameters(client, query):
 
 def test_usage_command_prints_the_table(clipdrop_app, users, http):
     clipdrop_ok(http)
-    assert generate(clipdrop_app.test_client(), users[0]["id"]).status_code == 200
+    assert generate_storefronts(clipdrop_app.test_client(), users[0]["id"]).status_code == 200
     result = clipdrop_app.test_cli_runner().invoke(args=["usage", "--days", "7"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -247,22 +247,12 @@ def test_usage_command_prints_the_table(clipdrop_app, users, http):
     assert lines[3].split()[0] == "TOTAL"
 
 
-def metric(client, name: str, **labels) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True)):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return None
-
-
 def test_metrics_show_cost_and_what_is_left_of_the_budget(make_app, users, http):
     app = make_app(IMAGE_PROVIDER="clipdrop", CLIPDROP_API_KEY=CLIPDROP_KEY, GENERATION_BUDGET_USD="1")
     client = app.test_client()
     assert metric(client, "budget_remaining_usd") == 1.0
     clipdrop_ok(http, credits_left=55)
-    assert generate(client, users[0]["id"]).status_code == 200
+    assert generate_storefronts(client, users[0]["id"]).status_code == 200
     assert metric(client, "provider_cost_usd_total", provider="clipdrop") == pytest.approx(0.01)
     assert metric(client, "budget_remaining_usd") == pytest.approx(0.99)
     assert metric(client, "provider_credits_remaining", provider="clipdrop") == 55
@@ -276,10 +266,10 @@ def test_budget_reached_mid_day_refuses_until_the_next_utc_day(make_app, users, 
     client = app.test_client()
     paid = clipdrop_ok(http)
     with time_machine.travel(EVENING, tick=False):
-        assert generate(client, users[0]["id"]).status_code == 200
-        assert generate(client, users[0]["id"]).status_code == 200  # 0.02 spent: 80%, warned
-        assert generate(client, users[0]["id"]).status_code == 200  # 0.03: the last call may go over
-        refused = generate(client, users[0]["id"])
+        assert generate_storefronts(client, users[0]["id"]).status_code == 200
+        assert generate_storefronts(client, users[0]["id"]).status_code == 200  # 0.02 spent: 80%, warned
+        assert generate_storefronts(client, users[0]["id"]).status_code == 200  # 0.03: the last call may go over
+        refused = generate_storefronts(client, users[0]["id"])
         again = client.post("/gen-achievement-image?date=31 Oct&product=soju")
     assert refused.status_code == again.status_code == 429
     body = refused.get_json()
@@ -293,17 +283,17 @@ def test_budget_reached_mid_day_refuses_until_the_next_utc_day(make_app, users, 
     assert len(warnings) == 1 and "80%" in warnings[0]
 
     with time_machine.travel(NEXT_DAY, tick=False):
-        assert generate(client, users[0]["id"]).status_code == 200
+        assert generate_storefronts(client, users[0]["id"]).status_code == 200
     assert paid.call_count == 4
 
 
 def test_a_budget_never_refuses_the_local_providers(make_app, users):
     app = make_app(GENERATION_BUDGET_USD="0")
-    assert generate(app.test_client(), users[0]["id"]).status_code == 200
+    assert generate_storefronts(app.test_client(), users[0]["id"]).status_code == 200
 
 
 def test_a_budget_is_checked_after_the_request_is_valid(make_app):
     client = make_app(IMAGE_PROVIDER="clipdrop", CLIPDROP_API_KEY=CLIPDROP_KEY, GENERATION_BUDGET_USD="0").test_client()
-    assert generate(client, 999).get_json()["code"] == "user_not_found"
+    assert generate_storefronts(client, 999).get_json()["code"] == "user_not_found"
     assert client.post("/gen-achievement-image?product=soju&date=nonsense").status_code == 400
     assert client.post("/gen-achievement-image?product=soju&date=31 Oct").get_json()["code"] == "budget_exhausted"

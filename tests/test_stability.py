@@ -6,7 +6,7 @@ import pytest
 import requests
 import responses
 
-from conftest import assert_nothing_saved, count_rows, generate, png_size
+from conftest import assert_nothing_saved, count_rows, generate_storefronts, png_size
 from fakes import STABILITY_CORE_URL, STABILITY_KEY, form_fields, image_bytes, png_text
 from models import Storefront
 
@@ -24,7 +24,7 @@ def app(client):
 def test_storefront_from_stability_core(client, app, users, http):
     http.add(responses.POST, STABILITY_CORE_URL, body=image_bytes((1216, 1216)), content_type="image/png",
              headers={"finish-reason": "SUCCESS", "seed": "1234567"})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 200, response.get_json()
 
     [call] = http.calls
@@ -66,7 +66,7 @@ def test_engine_setting_picks_the_endpoint(make_app, http, engine):
     users = client.post("/seed-specific").get_json()["users"]
     url = f"https://api.stability.ai/v2beta/stable-image/generate/{engine}"
     http.add(responses.POST, url, body=image_bytes(), content_type="image/png", headers={"finish-reason": "SUCCESS"})
-    assert generate(client, users[0]["id"]).status_code == 200
+    assert generate_storefronts(client, users[0]["id"]).status_code == 200
     fields = form_fields(http.calls[0].request)
     assert "style_preset" not in fields  # a core-only field
     assert fields["output_format"] == "png"
@@ -77,14 +77,14 @@ def test_host_setting(make_app, http):
     users = client.post("/seed-specific").get_json()["users"]
     http.add(responses.POST, "http://127.0.0.1:9/v2beta/stable-image/generate/core", body=image_bytes(),
              content_type="image/png")
-    assert generate(client, users[0]["id"]).status_code == 200
+    assert generate_storefronts(client, users[0]["id"]).status_code == 200
 
 
 def test_moderation_403_is_a_rejected_prompt(client, app, users, http):
     rejected = http.add(responses.POST, STABILITY_CORE_URL, status=403,
                         json={"id": "abc", "name": "content_moderation",
                               "errors": ["Your request was flagged by our content moderation system"]})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 422
     body = response.get_json()
     assert (body["code"], body["provider"]) == ("content_rejected", "stability")
@@ -107,7 +107,7 @@ def test_content_filtered_200_is_a_rejected_prompt(client, app, users, http):
 def test_other_4xx_is_a_provider_error_without_retry(client, app, users, http, status, name):
     refused = http.add(responses.POST, STABILITY_CORE_URL, status=status,
                        json={"id": "x", "name": name, "errors": ["refused"]})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 502
     assert (response.get_json()["code"], response.get_json()["provider"]) == ("provider_error", "stability")
     assert refused.call_count == 1
@@ -120,14 +120,14 @@ def test_5xx_then_success(client, users, http):
                        headers={"Retry-After": "0"})
     http.add(responses.POST, STABILITY_CORE_URL, status=502, body="bad gateway", headers={"Retry-After": "0"})
     ok = http.add(responses.POST, STABILITY_CORE_URL, body=image_bytes(), content_type="image/png")
-    assert generate(client, users[0]["id"]).status_code == 200
+    assert generate_storefronts(client, users[0]["id"]).status_code == 200
     assert (failing.call_count, ok.call_count, len(http.calls)) == (1, 1, 3)
 
 
 def test_5xx_until_retries_run_out(client, app, users, http):
     failing = http.add(responses.POST, STABILITY_CORE_URL, status=500, json={"name": "server_error"},
                        headers={"Retry-After": "0"})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 502
     assert failing.call_count == 3  # PROVIDER_RETRIES=2
     assert_nothing_saved(app)
@@ -137,7 +137,7 @@ def test_timeout_gives_up_after_retries(make_app, http):
     client = make_app(STABILITY_API_KEY=STABILITY_KEY, PROVIDER_RETRIES="1").test_client()
     users = client.post("/seed-specific").get_json()["users"]
     hung = http.add(responses.POST, STABILITY_CORE_URL, body=requests.exceptions.ConnectTimeout("timed out"))
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 502
     assert "did not answer" in response.get_json()["error"]
     assert hung.call_count == 2
@@ -146,7 +146,7 @@ def test_timeout_gives_up_after_retries(make_app, http):
 
 def test_non_image_bytes_are_a_provider_error(client, app, users, http):
     http.add(responses.POST, STABILITY_CORE_URL, json={"image": "not-here"}, headers={"finish-reason": "SUCCESS"})
-    response = generate(client, users[0]["id"])
+    response = generate_storefronts(client, users[0]["id"])
     assert response.status_code == 502
     assert response.get_json()["provider"] == "stability"
     assert_nothing_saved(app)

@@ -7,13 +7,13 @@ from datetime import datetime
 
 import pytest
 
-from conftest import count_rows, generate, image_files, png_size
+from conftest import count_rows, generate_storefronts, image_files, png_size
 from models import Storefront
 
 
 def test_generate_one_theme(client, app, users):
     user = users[0]
-    response = generate(client, user["id"], "tech")
+    response = generate_storefronts(client, user["id"], "tech")
     assert response.status_code == 200
     body = response.get_json()
     assert body["user name"] == user["name"]
@@ -33,7 +33,7 @@ def test_generate_one_theme(client, app, users):
 
 
 def test_prompt_places_each_product(client, users):
-    generate(client, users[0]["id"], "tech")
+    generate_storefronts(client, users[0]["id"], "tech")
     [item] = client.get(f"/get-all-user-storefront-image?user_id={users[0]['id']}").get_json()["storefronts"]
     prompt = item["description"]
     for product, place in [("mouse", "bottom left"), ("desktop", "top left"), ("monitor", "bottom right"),
@@ -44,7 +44,7 @@ def test_prompt_places_each_product(client, users):
 
 
 def test_generate_all_themes_in_user_order(client, app, users):
-    response = generate(client, users[1]["id"], "all")
+    response = generate_storefronts(client, users[1]["id"], "all")
     assert response.status_code == 200
     made = response.get_json()["storefronts"]
     assert [item["style"] for item in made] == ["tech", "food", "fashion"]
@@ -54,7 +54,7 @@ def test_generate_all_themes_in_user_order(client, app, users):
 
 
 def test_theme_not_in_recommendations(client, app, users):
-    response = generate(client, users[0]["id"], "garden")
+    response = generate_storefronts(client, users[0]["id"], "garden")
     assert response.status_code == 404
     assert response.get_json()["error"] == "Mismatch of Themes"
     assert response.get_json()["code"] == "theme_not_found"
@@ -86,7 +86,7 @@ def test_generate_bad_parameters(client, query, status, code, field):
 
 
 def test_generate_unknown_user(client):
-    response = generate(client, 9223372036854775807, "tech")
+    response = generate_storefronts(client, 9223372036854775807, "tech")
     assert response.status_code == 404
     assert response.get_json()["code"] == "user_not_found"
 
@@ -110,8 +110,8 @@ def test_generate_bad_json_body(client, users):
 
 def test_list_storefront_images_with_bytes(client, users):
     user = users[0]
-    generate(client, user["id"], "tech")
-    generate(client, user["id"], "food")
+    generate_storefronts(client, user["id"], "tech")
+    generate_storefronts(client, user["id"], "food")
     body = client.get(f"/get-user-storefront-images?user_id={user['id']}").get_json()
     assert body["user name"] == user["name"]
     assert "message" not in body
@@ -137,7 +137,7 @@ def test_list_storefront_images_empty(client, users):
 
 
 def test_list_storefronts_without_bytes(client, users):
-    generate(client, users[0]["id"], "tech")
+    generate_storefronts(client, users[0]["id"], "tech")
     [item] = client.get(f"/get-all-user-storefront-image?user_id={users[0]['id']}").get_json()["storefronts"]
     assert set(item) >= {"id", "name", "description", "style", "storefront_image_name", "image_url", "created_at"}
     assert "storefront_image_binary" not in item
@@ -146,7 +146,7 @@ def test_list_storefronts_without_bytes(client, users):
 
 
 def test_download_checks_owner_and_supports_etag(client, users):
-    made = generate(client, users[0]["id"], "tech").get_json()["storefronts"][0]
+    made = generate_storefronts(client, users[0]["id"], "tech").get_json()["storefronts"][0]
     wrong_owner = client.get(f"/download-user-storefront-image?user_id={users[1]['id']}&storefront_id={made['id']}")
     assert wrong_owner.status_code == 404
     assert wrong_owner.get_json()["code"] == "storefront_not_found"
@@ -163,8 +163,8 @@ def test_download_checks_owner_and_supports_etag(client, users):
 
 
 def test_delete_all_removes_rows_and_unused_files(client, app, users):
-    generate(client, users[0]["id"], "all")
-    generate(client, users[1]["id"], "tech")
+    generate_storefronts(client, users[0]["id"], "all")
+    generate_storefronts(client, users[1]["id"], "tech")
     assert len(image_files(app)) == 4
     response = client.delete("/delete-all-storefronts")
     assert response.status_code == 200
@@ -176,7 +176,7 @@ def test_delete_all_removes_rows_and_unused_files(client, app, users):
 
 def test_delete_keeps_files_an_achievement_shares(client, app, users):
     client.post("/gen-achievement-image?date=31 Oct&product=soju")
-    generate(client, users[0]["id"], "tech")
+    generate_storefronts(client, users[0]["id"], "tech")
     assert len(image_files(app)) == 2
     client.delete("/delete-all-storefronts")
     assert len(image_files(app)) == 1
