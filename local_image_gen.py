@@ -1,4 +1,8 @@
-"""Offline image provider: Pillow draws a recognisable shop interior or achievement badge from the spec's facts."""
+"""Offline image provider: Pillow draws a recognisable shop interior or achievement badge from the spec's facts.
+
+Longer than most modules because it is one concern, a renderer: its palettes, product shapes, badge looks per
+celebration and the drawing of both scenes belong together and nothing else uses them.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@
 Starts the vendor stub and the service the way the README runs it in production (gunicorn), fills it through
 the API, measures every scenario with a bound on its time, then stops everything it started. Needs `nginx`
 and `wrk` (Debian packages) for the PNG-serving rows. Everything talks to 127.0.0.1 only.
+
+One concern, the side-by-side run, hence its length: each scenario is a function that returns its table rows.
 """
 
 from __future__ import annotations
