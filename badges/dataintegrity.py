@@ -120,3 +120,11 @@ def verify_proof(document: dict, public_key: Ed25519PublicKey, canonicalizer: Ca
     except InvalidSignature:
         return False
     return True
+
+
+def public_key_from_multibase(value: str) -> Ed25519PublicKey:
+    """The Ed25519 public key of a Multikey "z6Mk..." (ValueError for anything else)."""
+    raw = b58decode(value[1:]) if value.startswith("z") else b""
+    if len(raw) != 34 or raw[:2] != ED25519_PUB:
+        raise ValueError("not an Ed25519 Multikey")
+    return Ed25519PublicKey.from_public_bytes(raw[2:])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import types
 from pathlib import Path
 
@@ -165,3 +166,14 @@ class Canonicalizer:
             self.check(document)
         dataset = jsonld.JsonLdProcessor().to_rdf(document, {**self._options(), "produceGeneralizedRdf": False})
         return RDFC10().main(dataset, {"format": "application/n-quads"})
+
+
+_LOADER = context_loader()  # reads the manifest now, each file on first use
+_local = threading.local()
+
+
+def canonicalizer() -> Canonicalizer:
+    """This thread's canonicalizer on the repository's contexts (PyLD's context cache is not made for threads)."""
+    if getattr(_local, "canonicalizer", None) is None:
+        _local.canonicalizer = Canonicalizer(_LOADER)
+    return _local.canonicalizer
