@@ -63,17 +63,24 @@ def identity_hash(user_id: int, salt: str) -> str:
     return "sha256$" + hashlib.sha256(f"{user_id}{salt}".encode()).hexdigest()
 
 
+def well_formed(text: str) -> str:
+    """Text with any lone surrogate (an LLM may write "\\ud800") as U+FFFD, as a JavaScript verifier reads it."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def achievement_document(achievement: Achievement) -> dict:
     """The Achievement as credentials embed it, and as its id (`/achievements/{id}`) answers."""
     base = base_url()
+    name, occasion, product = (well_formed(text) for text in (achievement.name, achievement.occasion,
+                                                              achievement.product_type))
     return {
         "id": f"{base}/achievements/{achievement.id}",
         "type": ["Achievement"],
-        "name": achievement.name,
-        "description": achievement.description,
-        "criteria": {"narrative": f"Celebrated {achievement.occasion} with a purchase in {achievement.product_type}."},
+        "name": name,
+        "description": well_formed(achievement.description),
+        "criteria": {"narrative": f"Celebrated {occasion} with a purchase in {product}."},
         "image": {"id": f"{base}/get-achievement-image?achievement_id={achievement.id}", "type": "Image",
-                  "caption": achievement.name},
+                  "caption": name},
     }
 
 
@@ -95,7 +102,7 @@ def build_credential(award: Award) -> dict:
         "@context": [VC_CONTEXT, OB_CONTEXT],
         "id": f"urn:uuid:{row.id}",
         "type": ["VerifiableCredential", "OpenBadgeCredential"],
-        "name": award.achievement.name,
+        "name": well_formed(award.achievement.name),
         "issuer": issuer_profile(),
         "validFrom": timestamp(row.issued_at),
         "credentialSubject": {
