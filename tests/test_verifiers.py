@@ -9,9 +9,14 @@ data file of the team's, never copied into the repository: read from the folder 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime
+from pathlib import Path
 
 import jsonschema_rs
 import jwt as pyjwt
@@ -157,3 +162,28 @@ def test_both_forms_pass_1edtechs_json_schema(service):
     assert not validator.is_valid({**ldp, "proof": [{**ldp["proof"][0], "type": 5}]})  # the schema can fail
     [result] = run_verifiers(service, credentials=[ldp])["credentials"]
     assert [entry["result"]["valid"] for entry in result["schema"]] == [True]
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The `language` code blocks of the README's "Verifying with a tool we did not write", unindented."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Verifying with a tool we did not write.**"):readme.index("**The keys, and what")]
+    return [textwrap.dedent(block) for block in re.findall(rf"```{language}\n(.*?)\n\s*```", section, re.DOTALL)]
+
+
+def test_the_readme_verification_commands_work_as_written(service):
+    env = {**os.environ, "BASE": service.base_url, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    [bash] = readme_blocks("bash")
+    install, pipeline = [line for line in bash.splitlines() if line and not line.startswith("#")]
+    assert install in (REPO / ".ci" / "run").read_text()  # .ci/run installs the verifiers with this very line
+    result = subprocess.run(["bash", "-c", pipeline], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    [verdict] = json.loads(result.stdout)["credentials"]
+    assert verdict["verified"] is True
+    assert verdict["refused"] == [OB3_SCHEMA_URL]  # the only other URL it asks for: 1EdTech's schema, optional
+
+    [python] = readme_blocks("python")
+    result = subprocess.run([sys.executable, "-c", python], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"verified: {HARD_NAME}\n"
