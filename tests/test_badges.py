@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool
 from badges import dataintegrity, rdfc
 from badges.proofs import as_vc_jwt
 from badges.signing import REGISTRY
+from badges.verify import bake
 from conftest import (
     DATABASES,
     PRODUCTION_BADGES,
@@ -262,6 +263,10 @@ def test_the_embedded_proof_form_verifies_and_names_keys_that_answer(awarded):
     assert undefined["checks"]["signature"] == "failed"
     unsigned = awarded.post("/verify", json=plain)
     assert unsigned.status_code == 422 and unsigned.get_json()["code"] == "no_credential"
+    # Open Badges also lets a PNG carry the JSON credential itself.
+    png = bake(awarded.get("/get-achievement-image?achievement_id=1").data, json.dumps(signed))
+    baked = awarded.post("/verify", data=png, content_type="image/png").get_json()
+    assert baked["proof"] == "eddsa-rdfc-2022" and baked["verified"] is True
 
 
 def verify_body(client, body) -> dict:
