@@ -7,6 +7,7 @@ declared anywhere else. This module imports no other module of the project.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -71,6 +72,11 @@ class User(Base):
     # {"tech": ["mouse", "monitor"], "food": [...]}: theme to product names, in the user's order.
     recommendations: Mapped[dict[str, list[str]]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A random value that never leaves the database: badge credentials name the user by a UUID derived from it, so
+    # their subject id is stable, yet says nothing of the user's id (see badges/issuer.py, subject_id). Nullable
+    # only because SQLite adds a NOT NULL column by rebuilding the table, whose DROP would cascade to the awards;
+    # every row has one (migration 0006 filled them in).
+    subject_key: Mapped[str | None] = mapped_column(String(36), default=lambda: str(uuid.uuid4()))
 
     storefronts: Mapped[list[Storefront]] = relationship(back_populates="user", order_by="Storefront.id")
     achievements: Mapped[list[Achievement]] = relationship(

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from badges.credentials import signed_credential
 from badges.issuer import base_url
-from badges.verify import verify
+from badges.verify import verify_jwt
 from core.db import get_session
 from core.errors import ApiError
 from core.params import parse_id, parse_int
@@ -46,7 +46,7 @@ def page_error(error: ApiError):
 
 
 def absolute(path: str) -> str:
-    """`path` as an absolute URL, on BADGE_ISSUER_URL when set."""
+    """`path` as an absolute URL, on PUBLIC_BASE_URL when set."""
     return base_url() + path
 
 
@@ -54,8 +54,9 @@ def absolute(path: str) -> str:
 def share(user_id: str, achievement_id: str):
     """The share page of a user's badge: the badge, its words, whether it verifies, and its link-preview tags."""
     ids = {"user_id": parse_id(user_id, "user_id"), "achievement_id": parse_id(achievement_id, "achievement_id")}
-    credential, token, achievement = signed_credential(*ids.values())
-    result = verify(get_session(), token)  # what any verifier would conclude from the badge alone
+    credential, token, award = signed_credential(*ids.values())
+    achievement = award.achievement
+    result = verify_jwt(get_session(), token)  # what any verifier would conclude from the badge alone
     links = {
         "badge": url_for("badges.get_baked_badge", **ids),
         "credential": url_for("badges.get_credential", **ids),

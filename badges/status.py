@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import base64
 import gzip
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from badges.issuer import VC_CONTEXT, base_url, issuer_profile, timestamp
+from badges.issuer import VC_CONTEXT, base_url, issuer_id, timestamp
 from models import BadgeCredential
 
 # Bitstring Status List: at least 16 KiB of bits per list, so that one bit says little about whose badge it is.
 LIST_SIZE = 16 * 1024 * 8
+# A list is dated a little in the past: a verifier whose clock is behind ours would find it "not yet valid".
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 def status_position(serial: int) -> tuple[int, int]:
@@ -71,15 +73,16 @@ def last_list(session: Session) -> int:
     return status_position(session.scalar(select(func.max(BadgeCredential.serial))) or 0)[0]
 
 
-def status_list_credential(session: Session, status_list: int) -> dict:
-    """The BitstringStatusListCredential whose bits are the list's revocations."""
+def status_list_credential(session: Session, status_list: int, now: datetime) -> dict:
+    """The BitstringStatusListCredential whose bits are the list's revocations, unsigned, valid from a little before
+    `now`."""
     base = base_url()
     return {
         "@context": [VC_CONTEXT],
         "id": f"{base}/status/{status_list}",
         "type": ["VerifiableCredential", "BitstringStatusListCredential"],
-        "issuer": issuer_profile()["id"],
-        "validFrom": timestamp(datetime.now(UTC)),
+        "issuer": issuer_id(),
+        "validFrom": timestamp(now - CLOCK_SKEW),
         "credentialSubject": {
             "id": f"{base}/status/{status_list}#list",
             "type": "BitstringStatusList",

@@ -55,6 +55,7 @@ def routes(count: int) -> None:
             base = "/users/1/achievements/1"
             png = http.get(server.url(f"{base}/badge.png")).content
             token = http.get(server.url(f"{base}/credential?format=jwt")).text
+            ldp = http.get(server.url(f"{base}/credential?format=ldp")).json()
 
             def get(path):
                 return lambda: http.get(server.url(path)).raise_for_status()
@@ -62,12 +63,14 @@ def routes(count: int) -> None:
             cases = {
                 "GET credential (JSON)": get(f"{base}/credential"),
                 "GET credential (VC-JWT)": get(f"{base}/credential?format=jwt"),
+                "GET credential (embedded proof)": get(f"{base}/credential?format=ldp"),
                 "GET badge.png (baked)": get(f"{base}/badge.png"),
                 "GET /get-achievement-image (plain, reference)": get("/get-achievement-image?achievement_id=1"),
                 "POST /verify (PNG)": lambda: http.post(server.url("/verify"), data=png,
                                                         headers={"Content-Type": "image/png"}).raise_for_status(),
                 "POST /verify (JWT)": lambda: http.post(server.url("/verify"),
                                                         json={"credential": token}).raise_for_status(),
+                "POST /verify (embedded proof)": lambda: http.post(server.url("/verify"), json=ldp).raise_for_status(),
                 "GET /status/1": get("/status/1"),
                 "GET /share/1/1": get("/share/1/1"),
                 "GET /gallery": get("/gallery"),

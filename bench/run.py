@@ -237,19 +237,25 @@ def service_environment(workdir: Path, port: int, stub_url: str) -> dict[str, st
         "CLIPDROP_API_KEY": "bench", "CLIPDROP_API_URL": stub_url,
         "OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": f"{stub_url}/v1",
         "PROVIDER_RETRIES": "0", "PROVIDER_TIMEOUT_S": "30",
-        "BADGE_SIGNING_KEY": str(signing_key(workdir)),  # production refuses to start without one
+        # production refuses to start without its badge keys and its public URL
+        "BADGE_SIGNING_KEY": str(signing_key(workdir, "badge-jwt-key.pem")),
+        "BADGE_DI_SIGNING_KEY": str(signing_key(workdir, "badge-signing-key.pem")),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
     })
     return env
 
 
-def signing_key(workdir: Path) -> Path:
-    """An Ed25519 key for this run's badges, made once in its folder."""
-    path = workdir / "badge-signing-key.pem"
+def signing_key(workdir: Path, name: str) -> Path:
+    """A key for this run's badges, made once in its folder: RSA for the VC-JWTs, Ed25519 for the embedded proofs."""
+    path = workdir / name
     if not path.exists():
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if "jwt" in name \
+            else Ed25519PrivateKey.generate()
+        path.write_bytes(key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return path
 

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
@@ -66,10 +67,12 @@ class Settings:
     image_public_base_url: str | None = None
     image_url_ttl_s: int = 3600
     image_accel_redirect: str | None = None
-    # Verifiable badges: the issuer's signing key (PEM) and its public profile.
+    # Where clients reach the service: the start of every absolute URL it writes (None: the request's own URL).
+    public_base_url: str | None = None
+    # Verifiable badges: the VC-JWT key and the Data Integrity key (PEM text or files), and the issuer's name.
     badge_signing_key: str | None = field(default=None, repr=False)
+    badge_di_signing_key: str | None = field(default=None, repr=False)
     badge_issuer_name: str = "Future x Past"
-    badge_issuer_url: str | None = None  # None: the URL the service is reached at
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, object]) -> Settings:
@@ -156,9 +159,10 @@ class Settings:
             image_public_base_url=(get("IMAGE_PUBLIC_BASE_URL") or "").rstrip("/") or None,
             image_url_ttl_s=int(number("IMAGE_URL_TTL_S", defaults.image_url_ttl_s, int, 1)),
             image_accel_redirect=get("IMAGE_ACCEL_REDIRECT"),
+            public_base_url=_public_base_url(get("PUBLIC_BASE_URL"), get("BADGE_ISSUER_URL")),
             badge_signing_key=get("BADGE_SIGNING_KEY"),
+            badge_di_signing_key=get("BADGE_DI_SIGNING_KEY"),
             badge_issuer_name=text("BADGE_ISSUER_NAME", defaults.badge_issuer_name),
-            badge_issuer_url=(get("BADGE_ISSUER_URL") or "").rstrip("/") or None,
         )
         _check_keys(settings)
         return settings
@@ -207,6 +211,19 @@ def _broker_url(value: str | None) -> str | None:
     if value is not None and not value.lower().startswith(CELERY_BROKER_SCHEMES):
         raise ConfigError(f"CELERY_BROKER_URL must start with one of: {', '.join(CELERY_BROKER_SCHEMES)}")
     return value
+
+
+def _public_base_url(value: str | None, older_name: str | None) -> str | None:
+    """PUBLIC_BASE_URL (or its older name BADGE_ISSUER_URL): an absolute http(s) URL, kept without a trailing slash."""
+    name = "PUBLIC_BASE_URL" if value else "BADGE_ISSUER_URL"
+    value = value or older_name
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment or " " in value:
+        raise ConfigError(f"{name}={value!r} must be an absolute http(s) URL with no query, such as "
+                          "https://badges.example")
+    return value.rstrip("/")
 
 
 def _store_url(value: str | None) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import responses
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask.testing import FlaskClient
 from PIL import Image
@@ -40,12 +41,23 @@ SETTING_NAMES = [
     "WEB_CONCURRENCY", "WORKER_THREADS", "TRUSTED_PROXIES", "PROMETHEUS_MULTIPROC_DIR", "FLASK_DEBUG",
     "JOB_WORKERS", "JOB_STALE_S", "CELERY_BROKER_URL", "IDEMPOTENCY_TTL_S", "GENERATION_BUDGET_USD",
     "IMAGE_STORE_URL", "S3_ENDPOINT_URL", "IMAGE_PUBLIC_BASE_URL", "IMAGE_URL_TTL_S", "IMAGE_ACCEL_REDIRECT",
-    "BADGE_SIGNING_KEY", "BADGE_ISSUER_NAME", "BADGE_ISSUER_URL", "PRICE_CLIPDROP_CREDIT_USD",
+    "BADGE_SIGNING_KEY", "BADGE_DI_SIGNING_KEY", "BADGE_ISSUER_NAME", "BADGE_ISSUER_URL", "PUBLIC_BASE_URL",
+    "PRICE_CLIPDROP_CREDIT_USD",
     "PRICE_STABILITY_CREDIT_USD", "PRICE_OPENAI_INPUT_PER_MTOK_USD", "PRICE_OPENAI_OUTPUT_PER_MTOK_USD",
 ]
-# A throwaway Ed25519 key for apps started with APP_ENV=production, which refuse to start without BADGE_SIGNING_KEY.
-TEST_SIGNING_KEY = Ed25519PrivateKey.generate().private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+def private_pem(key) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+# Throwaway keys, made once per run: an RSA key for VC-JWTs (what development makes, without the ~0.1 s of making
+# one for each app), and an Ed25519 key, as Data Integrity key or as the VC-JWT key of the earlier form.
+TEST_JWT_KEY = private_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+TEST_SIGNING_KEY = private_pem(Ed25519PrivateKey.generate())
+# What APP_ENV=production refuses to start without, besides ADMIN_TOKEN.
+PRODUCTION_BADGES = {"BADGE_SIGNING_KEY": TEST_JWT_KEY, "BADGE_DI_SIGNING_KEY": TEST_SIGNING_KEY,
+                     "PUBLIC_BASE_URL": "https://badges.example"}
 # Children first, so TRUNCATE's CASCADE has nothing left to find.
 TABLES = ("job_outputs", "badge_credentials", "user_achievements", "storefronts", "achievements", "users",
           "images", "provider_calls", "shared_counters", "jobs")
@@ -140,7 +152,8 @@ def make_app(tmp_path, database_url):
     built = []
 
     def build(**overrides):
-        config = {"TESTING": True, "DATABASE_URL": database_url, "IMAGE_DIR": str(tmp_path / "images")}
+        config = {"TESTING": True, "DATABASE_URL": database_url, "IMAGE_DIR": str(tmp_path / "images"),
+                  "BADGE_SIGNING_KEY": TEST_JWT_KEY}  # BADGE_SIGNING_KEY=None: the development key
         config.update(overrides)
         app = create_app(config)
         app.test_client_class = BufferedClient

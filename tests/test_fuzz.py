@@ -9,6 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
+import schemathesis_hooks  # noqa: F401 - the media types of this API that schemathesis lacks
 from api_docs import load_openapi
 
 ADMIN_TOKEN = "fuzz-admin-token"

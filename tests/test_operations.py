@@ -15,7 +15,7 @@ import responses
 from PIL import Image
 from sqlalchemy import create_engine
 
-from conftest import TEST_SIGNING_KEY, metric
+from conftest import PRODUCTION_BADGES, metric
 from core.settings import Settings
 
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens on the discard port: a remote provider fails at once
@@ -194,14 +194,14 @@ def test_settings_never_show_secrets_in_their_repr():
 
 def test_production_warns_on_every_origin_but_not_on_shared_rate_counts(make_app, caplog):
     make_app(APP_ENV="production", ADMIN_TOKEN="t", GENERATION_RATE_LIMIT="5/minute",
-             BADGE_SIGNING_KEY=TEST_SIGNING_KEY)
+             **PRODUCTION_BADGES)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any("CORS_ORIGINS" in message for message in warnings)
     assert not any("RATELIMIT_STORAGE_URI" in message for message in warnings)  # the database shares the count
 
     caplog.clear()
     make_app(APP_ENV="production", ADMIN_TOKEN="t", CORS_ORIGINS="https://shop.example",
-             BADGE_SIGNING_KEY=TEST_SIGNING_KEY)
+             **PRODUCTION_BADGES)
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
