@@ -503,7 +503,7 @@ def _badge(spec: ImageSpec, w: int, h: int) -> Image.Image:
     look = badge_look(spec.caption, key)
     img = _gradient(w, h, look.start, look.end, horizontal=True)
     d = ImageDraw.Draw(img, "RGBA")
-    cx, cy, r = w / 2, h * 0.29, min(w / 2.2, h) * 0.19  # emblem centre and radius, for wide or square canvases
+    cx, cy, r = w / 2, h * 0.29, min(w, h) * 0.19  # emblem centre and radius, for square or wide canvases
     for k in range(0, 32, 2):  # a soft sunburst behind the emblem
         ray = [(cx + 2 * (w + h) * math.cos(a), cy + 2 * (w + h) * math.sin(a)) for a in (k * 0.196, k * 0.196 + 0.196)]
         d.polygon([(cx, cy), *ray], fill=(*WHITE, 22))

@@ -35,7 +35,7 @@ from core.shared_counters import SharedState
 log = logging.getLogger(__name__)
 
 STOREFRONT_SIZE = (1024, 1024)
-BADGE_SIZE = (1344, 576)  # 21:9, the wide badge
+BADGE_SIZE = (1024, 1024)  # square, as Clipdrop draws it and as badges are everywhere (Open Badges, app icons)
 STOREFRONT_PLACES = ("bottom left", "top left", "bottom right", "top right")
 
 
@@ -56,7 +56,7 @@ def badge_spec(draft: AchievementDraft) -> ImageSpec:
     """The text-to-image request for an achievement's badge."""
     prompt = (
         f"Icon of an achievement badge called '{draft.name}' for {draft.occasion}, "
-        f"celebrating a {draft.product_type}. Digital art, wide, simple, elegant, minimalist, bright colours, "
+        f"celebrating a {draft.product_type}. Digital art, square, simple, elegant, minimalist, bright colours, "
         "one centred emblem on a plain background."
     )
     width, height = BADGE_SIZE

@@ -6,7 +6,11 @@ which imports every provider.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+# The aspect ratios image vendors take (Stability's list); a spec asks for the one nearest its size.
+ASPECT_RATIOS = ("1:1", "16:9", "9:16", "21:9", "9:21", "2:3", "3:2", "4:5", "5:4")
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,14 @@ class ImageSpec:
 
     @property
     def aspect_ratio(self) -> str:
-        return "1:1" if self.width == self.height else "21:9"
+        """The vendors' aspect ratio nearest this size ("1:1" for a square badge or storefront)."""
+        shape = math.log(self.width / self.height)
+        return min(ASPECT_RATIOS, key=lambda ratio: abs(math.log(_ratio(ratio)) - shape))
+
+
+def _ratio(text: str) -> float:
+    width, height = text.split(":")
+    return int(width) / int(height)
 
 
 @dataclass(frozen=True)

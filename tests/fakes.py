@@ -7,6 +7,8 @@ from email.parser import BytesParser
 
 from PIL import Image
 
+from core.png import png_chunks
+
 CLIPDROP_KEY = "cd-test-key-0123456789"
 STABILITY_KEY = "fake-stability-key-0123456789"
 OPENAI_KEY = "fake-openai-key-0123456789"
@@ -26,6 +28,17 @@ def png_text(data: bytes) -> dict[str, str]:
         assert image.format == "PNG"
         image.load()
         return dict(image.text)
+
+
+def without_text_chunks(png: bytes) -> bytes:
+    """The PNG's bytes with its iTXt chunks taken out, as they were before we added our provenance."""
+    out, offset = [png[:8]], 8
+    for kind, data, _crc in png_chunks(png):
+        end = offset + 12 + len(data)
+        if kind != b"iTXt":
+            out.append(png[offset:end])
+        offset = end
+    return b"".join(out)
 
 
 def form_fields(request) -> dict[str, str]:

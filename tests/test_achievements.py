@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 
 from conftest import count_rows, image_files, png_size
+from fakes import image_bytes
 from models import Achievement, UserAchievement
 
 
@@ -28,8 +29,7 @@ def test_generate_achievement(client, app):
     image = client.get(body["image_url"])
     assert image.status_code == 200
     assert image.mimetype == "image/png"
-    width, height = png_size(image.data)
-    assert 2.2 < width / height < 2.45  # wide, about 21:9
+    assert png_size(image.data) == (1024, 1024)  # square, as badges are everywhere
 
 
 @pytest.mark.parametrize("date", ["05 Oct", "5th of October", "October 5", "2024-10-05", "October 5th", "5 Oct 2024",
@@ -111,10 +111,22 @@ def test_view_all_achievements_and_paging(client):
         assert response.get_json()["field"] == bad.split("=")[0]
 
 
+def test_a_badge_made_wide_before_keeps_its_file(client, app):
+    """Badges stored before badges were square (1344x576) are served as they were stored."""
+    wide = image_bytes((1344, 576))
+    with app.extensions["sessionmaker"]() as session, app.extensions["image_store"].saving(session) as put:
+        row = Achievement(name="Old", description="An old badge", occasion="Halloween", product_type="soju",
+                          **put(wide).columns())
+        session.add(row)
+    [achievement] = client.get("/view-all-achievement").get_json()["achievements"]
+    assert client.get(achievement["image_url"]).data == wide
+    assert client.get(achievement["image_src"]).data == wide
+
+
 def test_view_achievement_image_base64(client):
     achievement = make_achievement(client)
     body = client.get(f"/view-achievement-image?achievement_id={achievement['id']}").get_json()
-    assert png_size(base64.b64decode(body["achievements"])) == (1344, 576)
+    assert png_size(base64.b64decode(body["achievements"])) == (1024, 1024)
     assert client.get("/view-achievement-image?achievement_id=42").get_json()["code"] == "achievement_not_found"
     assert client.get("/get-achievement-image?achievement_id=42").status_code == 404
 
@@ -126,7 +138,7 @@ def test_view_achievement_image_feeds_the_first_front_ends_popup(client):
     data = response.get_json()  # what axios puts in `response.data`
     assert data["name"] == achievement["achievement_name"] and data["name"]
     assert data["description"] == achievement["description"] and data["description"]
-    assert png_size(base64.b64decode(data["achievements"])) == (1344, 576)
+    assert png_size(base64.b64decode(data["achievements"])) == (1024, 1024)
     listed = client.get("/view-all-achievement").get_json()["achievements"][0]
     assert {key: data[key] for key in listed} == listed  # id, occasion, product_type, image_url, created_at too
 

@@ -11,7 +11,7 @@ import responses
 
 import clipdrop_gen
 from conftest import assert_nothing_saved, count_rows, generate_storefronts, png_size
-from fakes import CLIPDROP_KEY, CLIPDROP_URL, form_fields, image_bytes, png_text
+from fakes import CLIPDROP_KEY, CLIPDROP_URL, form_fields, image_bytes, png_text, without_text_chunks
 from models import Storefront
 
 
@@ -54,12 +54,15 @@ def test_storefront_from_clipdrop(client, app, users, http):
     assert count_rows(app, Storefront) == 1
 
 
-def test_badge_is_cropped_to_wide(client, app, http):
-    http.add(responses.POST, CLIPDROP_URL, body=image_bytes((1024, 1024)), content_type="image/png")
+def test_badge_is_the_vendors_png_as_received(client, app, http):
+    """Clipdrop's square picture is the badge: its bytes kept, never decoded and encoded again, provenance added."""
+    sent = image_bytes((1024, 1024))
+    http.add(responses.POST, CLIPDROP_URL, body=sent, content_type="image/png")
     response = client.post("/gen-achievement-image?date=31 Oct&product=soju")
     assert response.status_code == 200, response.get_json()
     badge = client.get(response.get_json()["image_url"]).data
-    assert png_size(badge) == (1344, 576)
+    assert png_size(badge) == (1024, 1024)
+    assert without_text_chunks(badge) == sent
     assert png_text(badge)["provider"] == "clipdrop"
 
 

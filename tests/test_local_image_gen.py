@@ -56,9 +56,9 @@ def test_provider_interface():
         providers.storefront_spec("tech", ["mouse", "desktop", "monitor", "laptops"]),
         badge(),
         providers.ImageSpec("storefront", "a small food shop", 640, 360, theme="food", products=("apple",)),
-        providers.ImageSpec("badge", "a square badge", 300, 300, title="Square", caption="Test"),
+        providers.ImageSpec("badge", "a wide badge", 1344, 576, title="Wide", caption="Test"),
     ],
-    ids=["storefront", "badge", "wide-storefront", "square-badge"],
+    ids=["storefront", "badge", "wide-storefront", "wide-badge"],
 )
 def test_png_of_exactly_the_spec_size(spec):
     raw = local_image_gen.generate_image(spec, SETTINGS)

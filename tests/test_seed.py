@@ -57,7 +57,7 @@ def test_seedrandom_rows_are_well_formed_with_images(client, app):
     for item in client.get("/view-all-achievement").get_json()["achievements"]:
         image = client.get(item["image_url"])
         assert image.status_code == 200
-        assert png_size(image.data) == (1344, 576)
+        assert png_size(image.data) == (1024, 1024)
     some_user = client.get("/get-all-user-storefront-image?user_id=1").get_json()["storefronts"]
     for item in some_user:
         assert png_size(client.get(item["image_url"]).data) == (1024, 1024)

@@ -49,15 +49,24 @@ def test_storefront_from_stability_core(client, app, users, http):
     assert count_rows(app, Storefront) == 1
 
 
-def test_badge_asks_for_21_by_9(client, app, http):
-    http.add(responses.POST, STABILITY_CORE_URL, body=image_bytes((1536, 640)), content_type="image/png",
+def test_badge_asks_for_1_by_1(client, app, http):
+    http.add(responses.POST, STABILITY_CORE_URL, body=image_bytes((1024, 1024)), content_type="image/png",
              headers={"finish-reason": "SUCCESS", "seed": "7"})
     response = client.post("/gen-achievement-image?date=31 Oct&product=soju")
     assert response.status_code == 200, response.get_json()
     fields = form_fields(http.calls[0].request)
-    assert fields["aspect_ratio"] == "21:9"
+    assert fields["aspect_ratio"] == "1:1"
     assert fields["style_preset"] == "digital-art"
-    assert png_size(client.get(response.get_json()["image_url"]).data) == (1344, 576)
+    assert png_size(client.get(response.get_json()["image_url"]).data) == (1024, 1024)
+
+
+def test_a_badge_of_another_size_is_fitted_to_the_square(client, app, http):
+    """Stability's engines may answer another size than asked (core draws about 1.5 MP): fitted, not refused."""
+    http.add(responses.POST, STABILITY_CORE_URL, body=image_bytes((1216, 1216)), content_type="image/png",
+             headers={"finish-reason": "SUCCESS", "seed": "7"})
+    response = client.post("/gen-achievement-image?date=31 Oct&product=soju")
+    assert response.status_code == 200, response.get_json()
+    assert png_size(client.get(response.get_json()["image_url"]).data) == (1024, 1024)
 
 
 @pytest.mark.parametrize("engine", ["sd3", "ultra"])
