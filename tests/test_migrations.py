@@ -143,18 +143,23 @@ def test_production_refuses_a_database_behind_the_code(empty_database, tmp_path)
     app.extensions["engine"].dispose()
 
 
-def advisory_lock_waiters(url: str) -> int:
+def advisory_lock_waiters(url: str, application_name: str) -> int:
+    """Connections named `application_name` waiting for an advisory lock (other runs may share the database)."""
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
-            return connection.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+            return connection.scalar(text(
+                "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid)"
+                " WHERE locktype = 'advisory' AND NOT granted AND application_name = :name"),
+                {"name": application_name})
     finally:
         engine.dispose()
 
 
 def test_alembic_command_line_from_many_processes_at_once(empty_database, tmp_path):
     """The README's `alembic upgrade head`, by three processes that wait together: all succeed, one migrates."""
-    env = {"DATABASE_URL": empty_database, "PATH": os.environ["PATH"]}
+    application_name = f"migrating-{os.getpid()}"  # libpq names the three processes' connections by it
+    env = {"DATABASE_URL": empty_database, "PATH": os.environ["PATH"], "PGAPPNAME": application_name}
     command_line = [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), "upgrade", "head"]
     with schema.locked_connection(empty_database):  # hold the lock until all three are queued behind it
         processes = [subprocess.Popen(command_line, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -162,9 +167,9 @@ def test_alembic_command_line_from_many_processes_at_once(empty_database, tmp_pa
         seen = ["".join(iter_until(process.stdout, "taking the migration lock")) for process in processes]
         if empty_database.startswith("postgresql"):
             deadline = time.monotonic() + 60
-            while advisory_lock_waiters(empty_database) < 3 and time.monotonic() < deadline:
+            while advisory_lock_waiters(empty_database, application_name) < 3 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert advisory_lock_waiters(empty_database) == 3
+            assert advisory_lock_waiters(empty_database, application_name) == 3
     outputs = [before + process.communicate(timeout=120)[0] for before, process in zip(seen, processes, strict=True)]
     assert [process.returncode for process in processes] == [0] * 3, outputs
     assert sum("Running upgrade  -> 0001" in output for output in outputs) == 1, outputs
