@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask.testing import FlaskClient
+from hypothesis import settings as hypothesis_settings
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, make_url
@@ -31,6 +32,10 @@ from core import schema
 from core.settings import Settings
 from jobs.state import FINAL
 from main import create_app
+
+# Hypothesis' per-example deadline is a timing assertion: on a loaded CI machine it fails correct code.
+hypothesis_settings.register_profile("no-deadline", deadline=None)
+hypothesis_settings.load_profile("no-deadline")
 
 # Every setting the service reads, so a developer's environment never leaks into a test.
 SETTING_NAMES = [

@@ -7,7 +7,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from core.errors import ApiError, InvalidParameter, MissingParameter
@@ -30,7 +30,6 @@ MONTH_NAMES = {
 }
 SEED_KEYS = ("users", "achievements", "storefronts")
 # Deadlines measure the machine, not the code; the properties are what these tests are about.
-relaxed = settings(deadline=None)
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
@@ -69,14 +68,12 @@ def spelled_days(draw, with_year: bool) -> tuple[date, str]:
 # --- ids and whole numbers ------------------------------------------------------------------------
 
 
-@relaxed
 @given(st.integers(1, MAX_ID), st.integers(0, 30))
 def test_id_digits_with_leading_zeros(number, zeros):
     assert parse_id("0" * zeros + str(number), "user_id") == number
     assert parse_id(number, "user_id") == number
 
 
-@relaxed
 @given(digit_strings)
 @example("0")
 @example("9223372036854775808")
@@ -91,7 +88,6 @@ def test_any_digit_string_is_an_id_or_out_of_range(text):
         assert raised.value.fields == {"field": "user_id"}
 
 
-@relaxed
 @given(st.text(min_size=1).filter(lambda text: not (text.isascii() and text.isdigit())))
 @example("+1")
 @example(" 1")
@@ -247,7 +243,6 @@ def test_id_list_as_a_string_in_a_body_is_invalid(ids):
         parse_id_list(json.dumps(ids), "achievement_list", from_query=False)
 
 
-@relaxed
 @given(st.text())
 @example("[" * 100_000)
 @example("[" + "1" * 5000 + "]")
@@ -277,7 +272,6 @@ def test_json_body_must_be_an_object(value):
     assert raised.value.code == "invalid_json"
 
 
-@relaxed
 @given(st.binary())
 @example(b"\xff\xfe\x00")
 @example(b"{" * 100_000)

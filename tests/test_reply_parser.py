@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from achievement_gen import FIELDS, UnusableReply, parse_draft
 
-relaxed = settings(deadline=None)
 # Printable words, so the expected value after whitespace folding is easy to state.
 words = st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=12)
 field_text = st.lists(words, min_size=1, max_size=6).map(" ".join)
@@ -36,7 +35,6 @@ def render(values: dict[str, str], keys: dict[str, str], style: str) -> str:
     return text
 
 
-@relaxed
 @given(drafts, st.sampled_from(["json", "python", "fenced", "prose", "wrapped"]), st.data())
 def test_any_spelling_and_wrapping_reads_back(values, style, data):
     keys = {field: data.draw(st.sampled_from(KEY_SPELLINGS[field])) for field in FIELDS}
@@ -45,7 +43,6 @@ def test_any_spelling_and_wrapping_reads_back(values, style, data):
         values[field] for field in FIELDS)
 
 
-@relaxed
 @given(st.text(max_size=300))
 def test_arbitrary_text_is_a_draft_or_unusable(text):
     try:
@@ -55,7 +52,6 @@ def test_arbitrary_text_is_a_draft_or_unusable(text):
     assert all(getattr(draft, field) for field in FIELDS)
 
 
-@relaxed
 @given(drafts, st.sampled_from(FIELDS))
 def test_a_missing_field_is_unusable(values, missing):
     del values[missing]
