@@ -54,6 +54,7 @@ class Settings:
     job_stale_s: float | None = None  # None: 2 x the longest a job can run (see jobs/state.py)
     celery_broker_url: str | None = field(default=None, repr=False)  # may hold a password
     idempotency_ttl_s: float = 86400.0
+    sse_max_s: float = 300.0  # an event stream ends after this long; EventSource reconnects with Last-Event-ID
     # Spend: a daily budget (UTC) of provider cost; None means none.
     generation_budget_usd: float | None = None
     # The price table of the ledger, in USD (see README, "Spend and limits", for the sources).
@@ -144,6 +145,7 @@ class Settings:
             job_stale_s=number("JOB_STALE_S", None, float, 1) if get("JOB_STALE_S") else None,
             celery_broker_url=_broker_url(get("CELERY_BROKER_URL")),
             idempotency_ttl_s=number("IDEMPOTENCY_TTL_S", defaults.idempotency_ttl_s, float, 1),
+            sse_max_s=number("SSE_MAX_S", defaults.sse_max_s, float, 0.1),
             generation_budget_usd=number("GENERATION_BUDGET_USD", None, float, 0)
             if get("GENERATION_BUDGET_USD") else None,
             price_clipdrop_credit_usd=number("PRICE_CLIPDROP_CREDIT_USD", defaults.price_clipdrop_credit_usd,

@@ -5,6 +5,8 @@
 - `kinds`: what each kind of job makes;
 - `running`: where jobs run (a pool in this process, or Celery), the heartbeat and the sweeper;
 - `celery_app`: the Celery app (workers start from `worker.py`: `celery -A worker worker`);
+- `notify`: the notification channel that carries each job's changes to the streams and waiting requests of every
+  process (PostgreSQL LISTEN/NOTIFY, Redis pub/sub, or in-process);
 - `routes`: `/jobs/{id}`, its cancellation, the list, and the event stream.
 
 The job row is the truth: a queue (the pool's or the broker's) only carries a job's id. A job whose heartbeat
@@ -22,6 +24,7 @@ from sqlalchemy import func, select
 
 from core import observability
 from jobs.celery_app import celery_init_app
+from jobs.notify import channel_for
 from jobs.routes import bp
 from jobs.running import Runner
 from models import Job
@@ -68,6 +71,9 @@ def init_app(app: Flask) -> None:
 
     metrics.count_job = count_job
     metrics.refreshers.append(count_waiting)
+    metrics.event_streams = prom.Gauge("event_streams_open", "Job event streams open now.",
+                                       multiprocess_mode="livesum", registry=metrics.registry)
+    app.extensions["job_channel"] = channel_for(app.extensions["settings"], app.extensions["engine"])
     if app.extensions["settings"].celery_broker_url:
         celery_init_app(app)
     app.extensions["jobs"] = Runner(app)

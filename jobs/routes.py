@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select, update
 
 from core.errors import ApiError, NotFound
 from core.params import param, parse_int, require_admin
-from jobs.state import FINAL, POLL_FIRST_S, POLL_MAX_S, STATUSES, changed, load, notify
+from jobs.state import FINAL, STATUSES, load, publish
 from models import Job, utcnow
 
 bp = Blueprint("jobs", __name__)
 
 KEEPALIVE_S = 15
+RETRY_MS = 1000  # how long EventSource waits before it reconnects, after SSE_MAX_S or a dropped connection
+EVENT_ID = re.compile(rf"(\d{{1,9}}):({'|'.join(STATUSES)})")
 
 
 @bp.before_app_request
@@ -49,7 +52,7 @@ def cancel_job(job_id: str):
         session.commit()
     job = find_job(job_id)
     if canceled:
-        notify()
+        publish(current_app._get_current_object(), job.id)
         current_app.extensions["metrics"].count_job(job.kind, "canceled", None)
         return jsonify(job.to_dict())
     if job.status == "running":
@@ -76,37 +79,65 @@ def list_jobs():
 
 @bp.get("/jobs/<job_id>/events")
 def stream_job_events(job_id: str):
-    """Server-Sent Events: the job's status now and at each change, each theme as it ends, until it has ended."""
-    job = find_job(job_id)
+    """Server-Sent Events: the job's status now and at each change, each theme as it ends, until it has ended or
+    SSE_MAX_S has passed; a client that sends `Last-Event-ID` gets only the events it missed."""
     app = current_app._get_current_object()
+    job = find_job(job_id)
+    last = parse_event_id(request.headers.get("Last-Event-ID", ""))
+    if last is not None and last[1] in FINAL and job.status in FINAL:
+        return Response(status=204)  # the client saw the end: 204 tells EventSource to stop reconnecting
+    channel, max_s = app.extensions["job_channel"], app.extensions["settings"].sse_max_s
+    open_streams = app.extensions["metrics"].event_streams
 
     def events():
-        current = job
-        yield event("status", current.to_dict())
-        seen, status, beat = len(current.progress.get("themes", [])), current.status, time.monotonic()
-        delay = POLL_FIRST_S
-        while current.status not in FINAL:
-            with changed:
-                changed.wait(delay)
-            delay = min(delay * 1.5, POLL_MAX_S)
-            current = load(app, job_id)
-            themes = current.progress.get("themes", [])
-            for done, theme in enumerate(themes[seen:], start=seen + 1):
-                yield event("progress", {"done": done, "total": current.progress.get("total"),
-                                         "theme": theme if current.kind == "storefronts" else None})
-                beat, delay = time.monotonic(), POLL_FIRST_S
-            seen = max(seen, len(themes))
-            if current.status != status:
-                status = current.status
-                yield event("status", current.to_dict())
-                beat, delay = time.monotonic(), POLL_FIRST_S
-            elif time.monotonic() - beat >= KEEPALIVE_S:
-                yield ": keep-alive\n\n"
-                beat = time.monotonic()
+        deadline = time.monotonic() + max_s
+        with open_streams.track_inprogress(), channel.subscribe(job_id) as changes:
+            yield f"retry: {RETRY_MS}\n\n"
+            seen = last or (0, None)
+            current = load(app, job_id)  # again, now that a change cannot go unnoticed
+            while True:
+                chunks, seen = events_since(current, seen)
+                yield from chunks
+                remaining = deadline - time.monotonic()
+                if current.status in FINAL or remaining <= 0:
+                    return
+                if changes.wait(min(KEEPALIVE_S, remaining)):
+                    current = load(app, job_id)
+                elif deadline > time.monotonic():
+                    yield ": keep-alive\n\n"
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass each event on at once
     return Response(events(), mimetype="text/event-stream", headers=headers)
 
 
-def event(name: str, data: dict) -> str:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+def events_since(job: Job, seen: tuple[int, str | None]) -> tuple[list[str], tuple[int, str]]:
+    """The events of `job` after the one whose id is `seen` (themes done, status; status None: none seen), and the
+    new `seen`. An event's id is `<themes done>:<status>`, so it says where a resuming client stands; themes end
+    only while a job runs, so a `progress` event's status is `running`."""
+    themes = job.progress.get("themes", [])
+    done, status = seen
+    if status is None:  # a new client: where the job stands now
+        return [event("status", job.to_dict(), f"{len(themes)}:{job.status}")], (len(themes), job.status)
+    chunks = []
+    if job.status != status and job.status not in FINAL:  # it started: say so before the themes it ended
+        status = job.status
+        chunks.append(event("status", job.to_dict(), f"{done}:{status}"))
+    for number, theme in enumerate(themes[done:], start=done + 1):
+        status = "running"
+        chunks.append(event("progress", {"done": number, "total": job.progress.get("total"),
+                                         "theme": theme if job.kind == "storefronts" else None}, f"{number}:running"))
+    done = max(done, len(themes))
+    if job.status != status:
+        chunks.append(event("status", job.to_dict(), f"{done}:{job.status}"))
+    return chunks, (done, job.status)
+
+
+def parse_event_id(value: str) -> tuple[int, str] | None:
+    """The (themes done, status) of a `Last-Event-ID`, or None when it is not one of ours (then the stream starts
+    afresh)."""
+    match = EVENT_ID.fullmatch(value.strip())
+    return (int(match[1]), match[2]) if match else None
+
+
+def event(name: str, data: dict, event_id: str) -> str:
+    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n"

@@ -160,10 +160,11 @@ class Runner:
             self.dispatch(job_id)
 
     def shutdown(self) -> None:
-        """Stop the sweeper and wait for this process's running jobs."""
+        """Stop the sweeper, wait for this process's running jobs, and stop listening for job changes."""
         self.stopping.set()
         if self.pool is not None and self.pid == os.getpid():
             self.pool.shutdown(wait=True)
+        self.app.extensions["job_channel"].close()
         if "celery" in self.app.extensions:  # its broker connections, those lent out included
             self.app.extensions["celery"].pool.force_close_all()
             self.app.extensions["celery"].close()

@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL = frozenset({"succeeded", "failed", "canceled"})
 MAX_ATTEMPTS = 2  # a job whose runner died is run once more, never a third time
-POLL_FIRST_S, POLL_MAX_S = 0.05, 0.5
-
-# Woken whenever a job of this process makes progress or ends, so waiters here need not poll the database.
-changed = threading.Condition()
 
 
 def longest_run_s(settings) -> float:
@@ -57,17 +53,16 @@ def load(app: Flask, job_id: str) -> Job | None:
 
 
 def wait_for(app: Flask, job_id: str, timeout: float) -> Job:
-    """The job once it has ended, or as it stands after `timeout` seconds."""
+    """The job once it has ended, or as it stands after `timeout` seconds; the row is read again only when the
+    notification channel says that the job changed."""
     deadline = time.monotonic() + timeout
-    delay = POLL_FIRST_S
-    while True:
-        job = load(app, job_id)
-        remaining = deadline - time.monotonic()
-        if job.status in FINAL or remaining <= 0:
-            return job
-        with changed:
-            changed.wait(min(delay, remaining))
-        delay = min(delay * 1.5, POLL_MAX_S)
+    with app.extensions["job_channel"].subscribe(job_id) as changes:
+        while True:
+            job = load(app, job_id)
+            remaining = deadline - time.monotonic()
+            if job.status in FINAL or remaining <= 0:
+                return job
+            changes.wait(remaining)
 
 
 def claim(app: Flask, job_id: str) -> int | None:
@@ -85,6 +80,8 @@ def claim(app: Flask, job_id: str) -> int | None:
     with app.extensions["sessionmaker"]() as session:
         attempt = session.scalar(statement)
         session.commit()
+    if attempt is not None:
+        publish(app, job_id)
     return attempt
 
 
@@ -96,13 +93,14 @@ def finish(app: Flask, job_id: str, attempt: int | None, **values) -> bool:
     with app.extensions["sessionmaker"]() as session:
         ended = session.execute(update(Job).where(*condition).values(finished_at=utcnow(), **values)).rowcount
         session.commit()
-    notify()
+    if ended:
+        publish(app, job_id)
     return bool(ended)
 
 
-def notify() -> None:
-    with changed:
-        changed.notify_all()
+def publish(app: Flask, job_id: str) -> None:
+    """Tell every process's streams and waiting requests that the job's row changed (after the commit)."""
+    app.extensions["job_channel"].publish(job_id)
 
 
 class Progress:
@@ -122,7 +120,7 @@ class Progress:
         with self.lock:
             self.themes.append(slot)
             self.write()
-        notify()
+        publish(self.app, self.job_id)
 
     def write(self) -> None:
         progress = {"done": len(self.themes), "total": self.total, "themes": list(self.themes)}

@@ -38,16 +38,16 @@ def seed(client) -> list[dict]:
     return client.post("/seed-specific", headers={"Authorization": f"Bearer {ADMIN}"}).get_json()["users"]
 
 
+def parse_blocks(text: str) -> list[dict[str, str]]:
+    """The blocks of an SSE stream, each as its fields; a comment as {":": text}."""
+    return [{":": block[1:].strip()} if block.startswith(":") else dict(line.split(": ", 1)
+            for line in block.splitlines()) for block in filter(None, text.split("\n\n"))]
+
+
 def parse_events(text: str) -> list[tuple[str, object]]:
-    """The events of an SSE stream, as (name, data); comments as (":", text)."""
-    events = []
-    for block in filter(None, text.split("\n\n")):
-        if block.startswith(":"):
-            events.append((":", block[1:].strip()))
-            continue
-        fields = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
+    """The events of an SSE stream, as (name, data); comments as (":", text); `retry:` blocks left out."""
+    return [(":", block[":"]) if ":" in block else (block["event"], json.loads(block["data"]))
+            for block in parse_blocks(text) if "retry" not in block]
 
 
 # --- Prefer ---------------------------------------------------------------------------------------

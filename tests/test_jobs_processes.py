@@ -203,8 +203,9 @@ def test_celery_job_async_with_progress_events(service, stub):
                            headers={"Prefer": "respond-async"})
     assert accepted.status_code == 202
     job_id = accepted.get_json()["id"]
-    stream = client.get(f"/jobs/{job_id}/events").get_data(as_text=True)
+    stream = client.get(f"/jobs/{job_id}/events").get_data(as_text=True)  # the worker's changes, through the channel
     assert stream.count("event: progress") >= 1
+    assert "id: 3:succeeded\nevent: status" in stream
     assert '"status": "succeeded"' in stream.rsplit("event: status", 1)[1]
     job = client.get(f"/jobs/{job_id}").get_json()
     assert job["progress"] == {"done": 3, "total": 3}
