@@ -47,7 +47,7 @@ from models import Achievement, Storefront, UserAchievement
 from ops.serving import serve
 from providers import Generator
 from spend.budget import check_budget
-from spend.limits import limit_generation
+from spend.limits import limit_routes
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -101,7 +101,8 @@ def create_app(config: dict | None = None) -> Flask:
     jobs.init_app(app)
     spend.init_app(app)
     ops.init_app(app)
-    limit_generation(app, settings, GENERATING_ROUTES)
+    limit_routes(app, settings, {**dict.fromkeys(GENERATING_ROUTES, settings.generation_rate_limit),
+                                 "badges.post_verify": settings.verify_rate_limit})
     errors.init_app(app)
     seed.register_commands(app)
     return app

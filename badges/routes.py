@@ -4,7 +4,6 @@ credential names (issuer, achievement, keys, status lists); and `/verify`."""
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify, request
@@ -17,7 +16,7 @@ from badges.status import last_list, status_list_credential
 from badges.verify import CHUNK_KEYWORD, bake, baked_credential, no_credential, verify_embedded, verify_jwt
 from core.db import find_achievement, get_session, no_image
 from core.errors import ApiError, InvalidParameter, NotFound
-from core.params import parse_id, parse_int, parse_json_object
+from core.params import NestedTooDeep, load_json, parse_id, parse_int, parse_json_object
 from core.png import PNG_SIGNATURE
 
 bp = Blueprint("badges", __name__)
@@ -144,7 +143,10 @@ def post_verify():
         except UnicodeDecodeError:
             raise no_credential("The body is not a VC-JWT (not UTF-8 text).") from None
     else:
-        credential = _credential_in(parse_json_object(body))
+        try:
+            credential = _credential_in(parse_json_object(body))
+        except NestedTooDeep as error:
+            raise no_credential(error.message) from None
     if isinstance(credential, dict):
         return jsonify(verify_embedded(get_session(), credential))
     return jsonify(verify_jwt(get_session(), credential))
@@ -152,8 +154,8 @@ def post_verify():
 
 def _baked_json(text: str) -> dict:
     try:
-        credential = json.loads(text)
-    except (ValueError, RecursionError):
+        credential = load_json(text)
+    except ValueError:
         raise no_credential("The PNG's credential is neither a JWT nor a JSON object.") from None
     if not isinstance(credential, dict):
         raise no_credential("The PNG's credential is neither a JWT nor a JSON object.")

@@ -5,7 +5,6 @@ eddsa-rdfc-2022 proof."""
 from __future__ import annotations
 
 import base64
-import json
 from datetime import UTC, datetime
 
 from joserfc import jwt
@@ -19,6 +18,7 @@ from badges.rdfc import canonicalizer
 from badges.signing import REGISTRY, badge_keys, numeric_date
 from badges.status import LIST_SIZE, last_list, status_bit
 from core.errors import ApiError
+from core.params import load_json
 from core.png import add_text_chunks, read_text_chunk
 
 CHUNK_KEYWORD = "openbadgecredential"
@@ -34,8 +34,12 @@ def bake(png: bytes, token: str) -> bytes:
 
 
 def baked_credential(png: bytes) -> str | None:
-    """The text of the PNG's `openbadgecredential` iTXt chunk (a VC-JWT, or a JSON credential), or None."""
-    return read_text_chunk(png, CHUNK_KEYWORD)
+    """The text of the PNG's `openbadgecredential` iTXt chunk (a VC-JWT, or a JSON credential), or None; 422
+    no_credential when the chunk cannot be read (compressed past 1 MiB, not zlib, not UTF-8)."""
+    try:
+        return read_text_chunk(png, CHUNK_KEYWORD)
+    except ValueError as error:
+        raise no_credential(f"The PNG's iTXt chunk '{CHUNK_KEYWORD}' cannot be read: {error}.") from None
 
 
 def no_credential(message: str) -> ApiError:
@@ -48,8 +52,8 @@ def unverified_parts(token: str) -> tuple[dict, dict] | None:
     if len(parts) != 3:
         return None
     try:
-        header, claims = (json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))) for part in parts[:2])
-    except (ValueError, UnicodeDecodeError):
+        header, claims = (load_json(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))) for part in parts[:2])
+    except ValueError:  # UnicodeDecodeError and NestedTooDeep too
         return None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         return None

@@ -111,7 +111,7 @@ def handle_http_error(error: HTTPException):
     code = HTTP_CODES.get(error.code or 500, "internal_error" if (error.code or 500) >= 500 else "bad_request")
     message = error.description
     if isinstance(error, RateLimitExceeded):  # its description is the bare limit, e.g. "30 per 1 minute"
-        message = f"Too many generation requests from this address (limit: {error.description}); try again later."
+        message = f"Too many requests to this route from this address (limit: {error.description}); try again later."
     response.set_data(current_app.json.dumps({"error": message, "code": code}))
     response.content_type = "application/json"
     return response

@@ -3,6 +3,7 @@ raw query or JSON values into clean ones, or raise a 400."""
 
 from __future__ import annotations
 
+import calendar
 import hmac
 import json
 import re
@@ -16,14 +17,20 @@ MAX_ID = 2**63 - 1
 MAX_PRODUCT_LENGTH = 100
 MAX_SEED_COUNT = 10_000
 SEED_COUNT_KEYS = ("users", "achievements", "storefronts")
+# Days the service can celebrate: a year of 0001 or 9999 is a typo, and the celebrations calendar ends anyway.
+MIN_YEAR, MAX_YEAR = 1900, 2200
+# Real bodies nest a few levels (a credential about eight): deeper is an attack on the parser, or on what reads it.
+MAX_JSON_DEPTH = 32
 
+# Unicode's control characters (C0, DEL, C1): NUL breaks PostgreSQL text, the others have no place in a parameter.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DIGITS = re.compile(r"[0-9]+")
 _ISO_DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _ORDINAL = r"(?P<day>[0-9]{1,2})(?P<suffix>st|nd|rd|th)?"
 _MONTH = r"(?P<month>[a-z]+)\.?"
-_YEAR = r"(?:,?[ \t]+(?P<year>[0-9]{4}))?"
-_DAY_FIRST = re.compile(rf"{_ORDINAL}[ \t]+(?:of[ \t]+)?{_MONTH}{_YEAR}")
-_MONTH_FIRST = re.compile(rf"{_MONTH}[ \t]+{_ORDINAL}{_YEAR}")
+_YEAR = r"(?:,? +(?P<year>[0-9]{4}))?"
+_DAY_FIRST = re.compile(rf"{_ORDINAL} +(?:of +)?{_MONTH}{_YEAR}")
+_MONTH_FIRST = re.compile(rf"{_MONTH} +{_ORDINAL}{_YEAR}")
 _MONTHS = {
     name: number
     for number, names in enumerate(
@@ -34,6 +41,39 @@ _MONTHS = {
     )
     for name in names
 }
+
+
+class NestedTooDeep(ApiError, ValueError):
+    """JSON nested deeper than MAX_JSON_DEPTH (a ValueError too: to a parser, it is JSON it does not take)."""
+
+    code = "invalid_json"
+
+    def __init__(self) -> None:
+        super().__init__(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
+
+
+def check_text(value: str, field: str) -> str:
+    """`value`, unless it holds a control character (NUL, DEL, a line break...): then a 400 naming `field`."""
+    if _CONTROL.search(value):
+        raise InvalidParameter(field, f"'{field}' must not contain control characters (such as NUL or a line "
+                                      "break).")
+    return value
+
+
+def load_json(raw: str | bytes) -> object:
+    """JSON text parsed, nested at most MAX_JSON_DEPTH levels (NestedTooDeep); ValueError for text that is no JSON."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:  # the decoder's own bound, about 1,000 levels
+        raise NestedTooDeep() from None
+    depth, layer = 0, [value]
+    while containers := [item for item in layer if isinstance(item, dict | list)]:  # level by level, no recursion
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise NestedTooDeep()
+        layer = [child for container in containers
+                 for child in (container.values() if isinstance(container, dict) else container)]
+    return value
 
 
 def is_missing(value: object) -> bool:
@@ -80,7 +120,7 @@ def parse_text(value: object, field: str, max_length: int = MAX_PRODUCT_LENGTH) 
 
 
 def parse_day(value: object, field: str, today: date) -> date:
-    """A day such as `2024-10-05`, `05 Oct`, `5th of October` or `October 5th 2024`.
+    """A day such as `2024-10-05`, `05 Oct`, `5th of October` or `October 5th 2024`, from 1900 to 2200.
 
     Without a year the day is its next occurrence, `today` included.
     """
@@ -93,30 +133,40 @@ def parse_day(value: object, field: str, today: date) -> date:
         raise invalid
     text = value.strip()
     if iso := _ISO_DAY.fullmatch(text):
-        try:
-            return date(int(iso[1]), int(iso[2]), int(iso[3]))
-        except ValueError:
-            raise invalid from None
+        return _existing_day(field, int(iso[1]), int(iso[2]), int(iso[3]))
     match = _DAY_FIRST.fullmatch(text.lower()) or _MONTH_FIRST.fullmatch(text.lower())
     if not match or match["month"] not in _MONTHS:
         raise invalid
     day, month = int(match["day"]), _MONTHS[match["month"]]
     if match["suffix"] and match["suffix"] != _ordinal_suffix(day):
         raise invalid
-    try:
-        if match["year"]:
-            return date(int(match["year"]), month, day)
-        date(2000, month, day)  # a leap year: is this day possible at all?
-    except ValueError:
-        raise invalid from None
-    for year in range(today.year, today.year + 9):
+    if match["year"]:
+        return _existing_day(field, int(match["year"]), month, day)
+    _existing_day(field, None, month, day)
+    for year in range(today.year, min(today.year + 9, MAX_YEAR + 1)):
         try:
             candidate = date(year, month, day)
         except ValueError:  # 29 February outside a leap year
             continue
         if candidate >= today:
             return candidate
-    raise invalid
+    raise InvalidParameter(field, f"'{field}': the next such day is after {MAX_YEAR}.")
+
+
+def _existing_day(field: str, year: int | None, month: int, day: int) -> date:
+    """The day (in 2000, a leap year, when `year` is None), or a 400 that says why there is none: a year out of
+    range, no such month, or no such day in that month."""
+    if year is not None and not MIN_YEAR <= year <= MAX_YEAR:
+        raise InvalidParameter(field, f"'{field}' must be a day from {MIN_YEAR} to {MAX_YEAR}, not in year {year}.")
+    if not 1 <= month <= 12:
+        raise InvalidParameter(field, f"'{field}' names month {month}: there is no such day.")
+    try:
+        return date(2000 if year is None else year, month, day)
+    except ValueError:
+        month_name = calendar.month_name[month]
+        days = calendar.monthrange(year or 2000, month)[1]
+        raise InvalidParameter(field, f"'{field}' names a day that does not exist: {month_name}"
+                                      f"{f' {year}' if year else ''} has days 1 to {days}, not {day}.") from None
 
 
 def _ordinal_suffix(day: int) -> str:
@@ -132,8 +182,8 @@ def parse_id_list(value: object, field: str, from_query: bool) -> list[int]:
     invalid = InvalidParameter(field, f"'{field}' must be a JSON array of positive integers, such as [1,2,3].")
     if from_query:
         try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
+            value = load_json(value)
+        except ValueError:
             raise invalid from None
     if not isinstance(value, list):
         raise invalid
@@ -147,8 +197,10 @@ def parse_json_object(raw: bytes) -> dict[str, object]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
+        body = load_json(raw)
+    except NestedTooDeep:
+        raise
+    except ValueError:
         raise ApiError("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError("The request body must be a JSON object.", code="invalid_json")
@@ -170,9 +222,15 @@ def parse_seed_counts(body: dict[str, object]) -> dict[str, int]:
 
 
 def json_body() -> dict[str, object]:
-    """The request's JSON object body, parsed once; an empty body is an empty object."""
+    """The request's JSON object body, parsed once, without control characters in its top-level strings; an empty
+    body is an empty object."""
     if "json_body" not in g:
-        g.json_body = parse_json_object(request.get_data(cache=True))
+        body = parse_json_object(request.get_data(cache=True))
+        for key, value in body.items():
+            check_text(key, repr(key)[1:-1])
+            if isinstance(value, str):
+                check_text(value, key)
+        g.json_body = body
     return g.json_body
 
 

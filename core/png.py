@@ -14,6 +14,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # What a provider may send back; anything else (SVG, PDF, EPS, a JSON error...) is not a picture to us.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_SOURCE_PIXELS = 4096 * 4096
+# A compressed text chunk is inflated to at most this: a 1 MiB upload could otherwise unfold to a gigabyte.
+MAX_TEXT_BYTES = 1024 * 1024
 
 
 def png_chunks(png: bytes) -> Iterator[tuple[bytes, memoryview, int]]:
@@ -66,19 +68,34 @@ def add_text_chunks(png: bytes, text: dict[str, str]) -> bytes:
 
 
 def read_text_chunk(png: bytes, keyword: str) -> str | None:
-    """The text of the PNG's first iTXt chunk named `keyword`, or None when it has none (or is no PNG)."""
+    """The text of the PNG's first iTXt chunk named `keyword`, or None when it has none (or is no PNG); ValueError
+    when that text cannot be read: not UTF-8, not zlib data, or inflating past MAX_TEXT_BYTES."""
     for kind, data, _crc in png_chunks(png):
         if kind == b"iTXt":
             name, _, rest = bytes(data).partition(b"\0")
             if name == keyword.encode("latin-1") and len(rest) >= 2:
                 compressed, text = rest[0], rest[2:].split(b"\0", 2)[-1]  # skip language and translated keyword
                 try:
-                    return (zlib.decompress(text) if compressed else text).decode("utf-8")
-                except (zlib.error, UnicodeDecodeError):
-                    return None
+                    return (inflate(text, MAX_TEXT_BYTES) if compressed else text).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError(f"the {keyword!r} chunk is not UTF-8 text") from None
         if kind == b"IEND":
             break
     return None
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """zlib data inflated, never past `limit` bytes: ValueError for more, or for data that is no zlib stream."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit)
+    except zlib.error:
+        raise ValueError("the compressed text is not zlib data") from None
+    if inflater.unconsumed_tail or (len(out) == limit and not inflater.eof):
+        raise ValueError(f"the compressed text inflates to more than {limit // 1024} KiB")
+    if not inflater.eof:
+        raise ValueError("the compressed text is cut short")
+    return out
 
 
 def fit_to_png(data: bytes, width: int, height: int) -> bytes:

@@ -44,6 +44,7 @@ class Settings:
     provider_cooldown_s: float = 30.0
     max_request_bytes: int = 1024 * 1024
     generation_rate_limit: str | None = None
+    verify_rate_limit: str = "60/minute"
     ratelimit_storage_uri: str | None = field(default=None, repr=False)
     app_env: str = "development"
     web_concurrency: int | None = None
@@ -135,7 +136,8 @@ class Settings:
             provider_retries=int(number("PROVIDER_RETRIES", defaults.provider_retries, int, 0)),
             provider_cooldown_s=number("PROVIDER_COOLDOWN_S", defaults.provider_cooldown_s, float, 0),
             max_request_bytes=int(number("MAX_REQUEST_BYTES", defaults.max_request_bytes, int, 1)),
-            generation_rate_limit=_rate_limit(get("GENERATION_RATE_LIMIT")),
+            generation_rate_limit=_rate_limit("GENERATION_RATE_LIMIT", get("GENERATION_RATE_LIMIT")),
+            verify_rate_limit=_rate_limit("VERIFY_RATE_LIMIT", text("VERIFY_RATE_LIMIT", defaults.verify_rate_limit)),
             ratelimit_storage_uri=get("RATELIMIT_STORAGE_URI"),
             app_env=choice("APP_ENV", defaults.app_env, APP_ENVS),
             web_concurrency=int(number("WEB_CONCURRENCY", 0, int, 1)) or None,
@@ -197,7 +199,7 @@ def from_environment() -> Settings:
     return Settings.from_mapping(os.environ)
 
 
-def _rate_limit(value: str | None) -> str | None:
+def _rate_limit(name: str, value: str | None) -> str | None:
     if value is None:
         return None
     from limits import parse_many
@@ -205,7 +207,7 @@ def _rate_limit(value: str | None) -> str | None:
     try:
         parse_many(value)
     except ValueError:
-        raise ConfigError(f"GENERATION_RATE_LIMIT={value!r} is not a rate limit such as '30/minute'") from None
+        raise ConfigError(f"{name}={value!r} is not a rate limit such as '30/minute'") from None
     return value
 
 

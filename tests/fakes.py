@@ -1,8 +1,10 @@
-"""Helpers for provider tests: image bytes as providers send them, and reading back what we stored."""
+"""Helpers for tests: image bytes as providers send them, reading back what we stored, and hostile PNGs."""
 
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from email.parser import BytesParser
 
 from PIL import Image
@@ -49,3 +51,23 @@ def form_fields(request) -> dict[str, str]:
     assert message.is_multipart()
     return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True).decode()
             for part in message.get_payload()}
+
+
+def zlib_bomb(mebibytes: int, byte: bytes = b"a") -> bytes:
+    """A zlib stream that inflates to `mebibytes` MiB of `byte`, about 1 KB per MiB, made in milliseconds: one
+    fully flushed deflate block of 1 MiB, repeated (each starts afresh), then the end and the checksum."""
+    chunk = byte * (1024 * 1024)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = packer.compress(chunk) + packer.flush(zlib.Z_FULL_FLUSH)
+    checksum = 1
+    for _ in range(mebibytes):
+        checksum = zlib.adler32(chunk, checksum)
+    return b"\x78\xda" + block * mebibytes + b"\x03\x00" + struct.pack(">I", checksum)
+
+
+def with_itxt(png: bytes, keyword: str, text: bytes, compressed: bool) -> bytes:
+    """`png` with one more iTXt chunk before IEND, its text given as raw bytes (compressed or not)."""
+    data = keyword.encode("latin-1") + b"\0" + bytes([int(compressed), 0]) + b"\0\0" + text
+    chunk = struct.pack(">I", len(data)) + b"iTXt" + data + struct.pack(">I", zlib.crc32(b"iTXt" + data))
+    iend = png.rindex(b"IEND") - 4
+    return png[:iend] + chunk + png[iend:]

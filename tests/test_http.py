@@ -116,7 +116,7 @@ def test_generation_rate_limit_per_route(make_app):
     limited = client.post("/gen-achievement-image")
     assert limited.status_code == 429
     assert limited.get_json()["code"] == "rate_limited"
-    assert limited.get_json()["error"].startswith("Too many generation requests")
+    assert limited.get_json()["error"].startswith("Too many requests to this route")
     assert int(limited.headers["Retry-After"]) > 0
     # The other generating route has a count of its own; other routes none.
     assert client.post("/gen-new-storefront-images").status_code == 400
