@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_cors import CORS
 from sqlalchemy import bindparam, delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import api_docs
@@ -25,7 +25,7 @@ import spend
 from badges.credentials import issue, sync
 from core import db, errors, http_edge, observability, schema
 from core.db import find_achievement, find_themes, find_user, get_session, look_up, no_image
-from core.errors import NotFound
+from core.errors import NotFound, first_line
 from core.image_store import store_for
 from core.ledger import Ledger
 from core.params import (
@@ -44,6 +44,7 @@ from core.shared_counters import shared_state
 from images.delivery import send_png
 from jobs.asking import read_preferences, submit
 from models import Achievement, Storefront, UserAchievement
+from ops.health import check_at_startup
 from ops.serving import serve
 from providers import Generator
 from spend.budget import check_budget
@@ -77,9 +78,13 @@ def create_app(config: dict | None = None) -> Flask:
     if settings.trusted_proxies:  # the client address (rate limits) is what the proxies in front say it is
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     app.json.sort_keys = False
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_engine(settings.database_url)
     try:  # development upgrades the schema itself; production expects `alembic upgrade head` as a deploy step
         schema.prepare(engine, upgrade_allowed=not settings.is_production)
+    except SQLAlchemyError as error:  # one line that names it, not a driver's traceback
+        engine.dispose()
+        raise SystemExit(f"The database does not answer (DATABASE_URL={db.safe_url(engine)}): "
+                         f"{first_line(error)}") from None
     except BaseException:
         engine.dispose()
         raise
@@ -105,6 +110,8 @@ def create_app(config: dict | None = None) -> Flask:
                                  "badges.post_verify": settings.verify_rate_limit})
     errors.init_app(app)
     seed.register_commands(app)
+    if not app.testing:
+        check_at_startup(app)
     return app
 
 
@@ -165,14 +172,17 @@ def list_storefronts():
 
 @bp.delete("/delete-all-storefronts")
 def delete_all_storefronts():
-    """Delete every storefront, and the PNG files no remaining row uses."""
+    """Delete every storefront, and the PNG files no remaining row uses: theirs, and those an earlier removal could
+    not delete (a file the store refuses to delete now is left, with its `images` row, for the next one)."""
     require_admin()
     session = get_session()
+    store = current_app.extensions["image_store"]
     hashes = set(session.scalars(select(Storefront.image_sha256).distinct()))
     deleted = session.execute(delete(Storefront)).rowcount
     session.commit()
-    current_app.extensions["image_store"].remove_unused(session, hashes)
-    return jsonify({"message": "All storefront entries deleted successfully", "deleted": deleted})
+    removed = store.remove_unused(session, hashes | set(store.unused(session)))
+    return jsonify({"message": "All storefront entries deleted successfully", "deleted": deleted,
+                    "files_removed": removed, "files_left": len(store.unused(session))})
 
 
 # --- achievements ---------------------------------------------------------------------------------

@@ -9,13 +9,27 @@ from pathlib import Path
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import NotFound
+from core.errors import NotFound, first_line
 from models import Achievement, User
 
 log = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 5
+
+
+def open_engine(url: str) -> Engine:
+    """make_engine, or for a DATABASE_URL SQLAlchemy cannot use (its form, its driver) a one-line SystemExit."""
+    try:
+        return make_engine(url)
+    except (ArgumentError, ImportError) as error:
+        raise SystemExit(f"DATABASE_URL is not a database URL this service can use: {first_line(error)}") from None
+
+
+def safe_url(engine: Engine) -> str:
+    """The engine's URL without its password."""
+    return engine.url.render_as_string(hide_password=True)
 
 
 def make_engine(url: str) -> Engine:
@@ -33,8 +47,9 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
+    else:  # a server that does not answer fails a connection within seconds, never hangs it (PostgreSQL's libpq)
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     _forget_pool_after_fork(engine)
     return engine
 

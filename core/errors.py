@@ -7,6 +7,9 @@ import logging
 
 from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import RateLimitExceeded
+from limits.errors import StorageError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,35 @@ class ContentRejected(ProviderError):
     code = "content_rejected"
 
 
+RETRY_AFTER_S = 5  # what a 503 of a dependency down tells clients to wait before trying again
+
+
+class Unavailable(ApiError):
+    """A dependency is down (503, with Retry-After): the code names it, the message says what to expect."""
+
+    status = 503
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def unavailable(error: BaseException) -> Unavailable | None:
+    """The 503 of an error that says a dependency is down (the database, the rate limit store), else None."""
+    if isinstance(error, Unavailable):
+        return error
+    if isinstance(error, (OperationalError, InterfaceError, PoolTimeout)) or (
+            isinstance(error, DBAPIError) and error.connection_invalidated):
+        return Unavailable("database_unavailable", "The database does not answer; try again shortly.")
+    if isinstance(error, StorageError):
+        return Unavailable("limits_unavailable", "The rate limit store does not answer; try again shortly.")
+    return None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (drivers' messages run over several), for a log or a start-up line."""
+    return (str(error).strip() or type(error).__name__).splitlines()[0]
+
+
 class ConfigError(Exception):
     """A setting has a value the service cannot use; the message names the setting."""
 
@@ -119,6 +151,12 @@ def handle_http_error(error: HTTPException):
 
 def handle_unexpected_error(error: Exception):
     if "db" in g:
-        g.db.rollback()
+        try:
+            g.db.rollback()
+        except Exception:  # the database that failed the request may fail its rollback too
+            log.warning("rollback failed on %s %s", request.method, request.path)
+    if (down := unavailable(error)) is not None:
+        log.warning("%s on %s %s: %s", down.code, request.method, request.path, first_line(error))
+        return handle_api_error(down)
     log.exception("unhandled error on %s %s", request.method, request.path)
     return jsonify({"error": "The server hit an unexpected error.", "code": "internal_error"}), 500

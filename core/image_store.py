@@ -22,6 +22,7 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.errors import Unavailable, first_line
 from core.png import check_png
 from core.settings import Settings
 from models import Achievement, ImageFile, Storefront, utcnow
@@ -104,7 +105,8 @@ class ImageStore:
 
         One short transaction per hash, each holding that hash's lock only: a writer waiting on it finds the file
         gone and writes it again; one holding it makes this wait, then see its row. Holding a single lock at a time
-        also means this can never be half of a deadlock.
+        also means this can never be half of a deadlock. A file the store refuses to delete keeps its `images` row,
+        so that `unused` finds it for the next removal: the store never forgets a file it holds.
         """
         removed = 0
         for sha256 in sorted({h for h in hashes if h}):
@@ -114,10 +116,20 @@ class ImageStore:
                     removed += self.delete(sha256)
                     session.execute(delete(ImageFile).where(ImageFile.sha256 == sha256))
                 session.commit()
+            except Unavailable as refused:  # this file stays, with its row; the others may still go
+                session.rollback()
+                log.warning("image %s not removed, left for the next removal: %s", sha256, refused.message)
             except BaseException:
                 session.rollback()
                 raise
         return removed
+
+    @staticmethod
+    def unused(session: Session) -> list[str]:
+        """The hashes of the `images` rows no storefront or achievement uses: files an earlier removal left."""
+        used = or_(exists().where(Storefront.image_sha256 == ImageFile.sha256),
+                   exists().where(Achievement.image_sha256 == ImageFile.sha256))
+        return list(session.scalars(select(ImageFile.sha256).where(~used)))
 
     @contextmanager
     def saving(self, session: Session) -> Iterator[Callable[..., StoredImage]]:
@@ -140,9 +152,23 @@ class ImageStore:
             yield put
             session.commit()
         except BaseException:
+            self.forget(session, written)
+            raise
+
+    def forget(self, session: Session, written: list[str]) -> None:
+        """Roll back a failed save and remove the files it wrote; when the database cannot say whether another
+        writer uses them (it is down, so none can have committed), remove them all the same."""
+        try:
             session.rollback()
             self.remove_unused(session, written)
-            raise
+        except Exception as error:
+            log.warning("removing the %d file(s) of a failed save without the database (%s)", len(written),
+                        type(error).__name__)
+            for sha256 in written:
+                try:
+                    self.delete(sha256)
+                except Unavailable:
+                    log.warning("image %s of a failed save could not be removed", sha256)
 
 
 class DiskStore(ImageStore):
@@ -163,16 +189,21 @@ class DiskStore(ImageStore):
 
     def write(self, sha256: str, png: bytes) -> None:
         path = self.path(sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # A temporary file renamed into place: a reader never sees half a PNG.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        except OSError as error:
+            raise refused("write", error) from error
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(png)
                 os.fchmod(out.fileno(), 0o644)  # mkstemp's 0600 would keep nginx's workers out
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as error:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise refused("write", error) from error
             raise
 
     def read(self, sha256: str) -> bytes:
@@ -181,7 +212,10 @@ class DiskStore(ImageStore):
     def delete(self, sha256: str) -> bool:
         path = self.path(sha256)
         existed = path.exists()
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            raise refused("delete", error) from error
         return existed
 
     def hashes(self) -> Iterator[str]:
@@ -190,8 +224,8 @@ class DiskStore(ImageStore):
                 yield path.stem
 
     def status(self) -> str:
-        try:
-            with tempfile.TemporaryFile(dir=self.root, prefix=".healthz-") as probe:
+        try:  # a named file, as the PNGs are: an unnamed one (O_TMPFILE) may pass where a name cannot be written
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".healthz-") as probe:
                 probe.write(b"ok")
         except OSError as error:
             log.warning("health check: image folder not writable (%s)", type(error).__name__)
@@ -233,32 +267,45 @@ class S3Store(ImageStore):
     def key(self, sha256: str) -> str:
         return f"{self.prefix}/{sha256[:2]}/{sha256}.png".lstrip("/")
 
+    @contextmanager
+    def answering(self, action: str) -> Iterator[None]:
+        """Turn the bucket's refusals and silences into a 503 storage_unavailable (a missing key stays itself)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (BotoCoreError, ClientError) as error:
+            raise refused(action, error) from error
+
     def exists(self, sha256: str) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        with self.answering("read"):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
         return True
 
     def write(self, sha256: str, png: bytes) -> None:
         # One PUT is atomic in S3: the object appears whole or not at all.
-        self.client.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=png, ContentType="image/png",
-                               CacheControl=IMMUTABLE)
+        with self.answering("write"):
+            self.client.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=png, ContentType="image/png",
+                                   CacheControl=IMMUTABLE)
 
     def open(self, sha256: str):
         """The object's streaming body and its length; FileNotFoundError when it is not stored."""
         from botocore.exceptions import ClientError
 
-        try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise FileNotFoundError(self.key(sha256)) from None
-            raise
+        with self.answering("read"):
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    raise FileNotFoundError(self.key(sha256)) from None
+                raise
         return answer["Body"], answer["ContentLength"]
 
     def read(self, sha256: str) -> bytes:
@@ -268,7 +315,8 @@ class S3Store(ImageStore):
 
     def delete(self, sha256: str) -> bool:
         existed = self.exists(sha256)
-        self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
+        with self.answering("delete"):
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
         return existed
 
     def hashes(self) -> Iterator[str]:
@@ -290,12 +338,18 @@ class S3Store(ImageStore):
     def status(self) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
+        try:  # a write, as a generation makes: a bucket may answer reads and refuse writes
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/.healthz".lstrip("/"), Body=b"ok")
         except (BotoCoreError, ClientError) as error:
-            log.warning("health check: image bucket unreachable (%s)", type(error).__name__)
-            return "unreachable"
+            log.warning("health check: image bucket refuses a write (%s)", type(error).__name__)
+            return "not_writable"
         return "ok"
+
+
+def refused(action: str, error: BaseException) -> Unavailable:
+    """The 503 of a store that refuses to `action` a file (a read-only folder, a full disk, a bucket that fails)."""
+    log.warning("image store: %s refused (%s)", action, first_line(error))
+    return Unavailable("storage_unavailable", f"The image store refuses to {action} files; try again later.")
 
 
 def store_for(settings: Settings) -> ImageStore:

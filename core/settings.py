@@ -16,6 +16,7 @@ IMAGE_PROVIDERS = ("auto", "clipdrop", "stability", "local")
 TEXT_PROVIDERS = ("auto", "openai", "local")
 STABILITY_ENGINES = ("core", "sd3", "ultra")
 APP_ENVS = ("development", "production")
+FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 CELERY_BROKER_SCHEMES = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
 
 
@@ -46,6 +47,7 @@ class Settings:
     generation_rate_limit: str | None = None
     verify_rate_limit: str = "60/minute"
     ratelimit_storage_uri: str | None = field(default=None, repr=False)
+    ratelimit_fail_open: bool = False  # the limit store down: skip the limits with a warning rather than answer 503
     app_env: str = "development"
     web_concurrency: int | None = None
     worker_threads: int = 8
@@ -54,6 +56,8 @@ class Settings:
     job_workers: int = 4
     job_stale_s: float | None = None  # None: 2 x the longest a job can run (see jobs/state.py)
     celery_broker_url: str | None = field(default=None, repr=False)  # may hold a password
+    celery_queue: str = "futurepast-jobs"
+    job_retention_days: int = 30  # finished jobs older than this are purged, with their idempotency keys
     idempotency_ttl_s: float = 86400.0
     sse_max_s: float = 300.0  # an event stream ends after this long; EventSource reconnects with Last-Event-ID
     # Spend: a daily budget (UTC) of provider cost; None means none.
@@ -104,6 +108,14 @@ class Settings:
                 raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            raw = get(name)
+            if raw is None:
+                return default
+            if raw.lower() not in FLAGS:
+                raise ConfigError(f"{name}={raw!r} must be one of: {', '.join(FLAGS)}")
+            return FLAGS[raw.lower()]
+
         def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
             value = (get(name) or default).lower()
             if value not in allowed:
@@ -139,6 +151,7 @@ class Settings:
             generation_rate_limit=_rate_limit("GENERATION_RATE_LIMIT", get("GENERATION_RATE_LIMIT")),
             verify_rate_limit=_rate_limit("VERIFY_RATE_LIMIT", text("VERIFY_RATE_LIMIT", defaults.verify_rate_limit)),
             ratelimit_storage_uri=get("RATELIMIT_STORAGE_URI"),
+            ratelimit_fail_open=flag("RATELIMIT_FAIL_OPEN", defaults.ratelimit_fail_open),
             app_env=choice("APP_ENV", defaults.app_env, APP_ENVS),
             web_concurrency=int(number("WEB_CONCURRENCY", 0, int, 1)) or None,
             worker_threads=int(number("WORKER_THREADS", defaults.worker_threads, int, 1)),
@@ -146,6 +159,8 @@ class Settings:
             job_workers=int(number("JOB_WORKERS", defaults.job_workers, int, 1)),
             job_stale_s=number("JOB_STALE_S", None, float, 1) if get("JOB_STALE_S") else None,
             celery_broker_url=_broker_url(get("CELERY_BROKER_URL")),
+            celery_queue=text("CELERY_QUEUE", defaults.celery_queue),
+            job_retention_days=int(number("JOB_RETENTION_DAYS", defaults.job_retention_days, int, 1)),
             idempotency_ttl_s=number("IDEMPOTENCY_TTL_S", defaults.idempotency_ttl_s, float, 1),
             sse_max_s=number("SSE_MAX_S", defaults.sse_max_s, float, 0.1),
             generation_budget_usd=number("GENERATION_BUDGET_USD", None, float, 0)

@@ -19,6 +19,8 @@ from models import SharedCounter
 
 log = logging.getLogger(__name__)
 
+# A Redis that does not answer costs a request 2 s at most, never a hang (a blackholed host would take minutes).
+REDIS_TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
 FOREVER_S = 10 * 365 * 86400.0  # "no expiry": a readable number rather than NULL, so one statement serves all
 LIMIT_PREFIX = "limit:"
 DATABASE_SCHEME = "futurepast-database"
@@ -112,7 +114,7 @@ class RedisState:
     def __init__(self, url: str) -> None:
         import redis
 
-        self.redis = redis.Redis.from_url(url)
+        self.redis = redis.Redis.from_url(url, **REDIS_TIMEOUTS)
 
     def put(self, name: str, value: int, ttl_s: float = FOREVER_S) -> None:
         self.redis.set(self.PREFIX + name, value, px=max(1, int(ttl_s * 1000)))
@@ -135,10 +137,24 @@ def shared_state(engine: Engine, storage_uri: str | None) -> SharedState:
 
 
 def limiter_storage(engine: Engine, storage_uri: str | None) -> tuple[str, dict]:
-    """The flask-limiter storage URI and options: RATELIMIT_STORAGE_URI when set, else the database."""
+    """The flask-limiter storage URI and options: RATELIMIT_STORAGE_URI when set, else the database. A limit store of
+    its own raises `limits`' StorageError when it is down (a 503 limits_unavailable); the database, its own errors."""
     if storage_uri:
-        return storage_uri, {}
+        return storage_uri, {"wrap_exceptions": True, **(REDIS_TIMEOUTS if uses_redis(storage_uri) else {})}
     return f"{DATABASE_SCHEME}://", {"engine": engine}
+
+
+def store_status(storage_uri: str) -> str:
+    """'ok' when the limit store RATELIMIT_STORAGE_URI names answers, else 'unreachable' (for /healthz)."""
+    from limits.storage import storage_from_string
+
+    uri, options = limiter_storage(None, storage_uri)
+    try:
+        answered = storage_from_string(uri, **options).check()
+    except Exception as error:
+        log.warning("health check: limit store unreachable (%s)", type(error).__name__)
+        return "unreachable"
+    return "ok" if answered else "unreachable"
 
 
 class DatabaseStorage(Storage):

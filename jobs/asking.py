@@ -14,8 +14,8 @@ from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.errors import ApiError
-from jobs.state import FINAL, stale_after_s, wait_for
+from core.errors import ApiError, Unavailable
+from jobs.state import FINAL, abandon, stale_after_s, wait_for
 from models import Job, utcnow
 
 MAX_WAIT_S = 600
@@ -82,7 +82,11 @@ def submit(kind: str, params: dict, preferences: Preferences, *, total: int = 1)
     if created and runner.runs_in_request(preferences.respond_async, preferences.wait_s):
         runner.run_here(job.id)
     elif created:
-        runner.dispatch(job.id)
+        try:
+            runner.dispatch(job.id)
+        except Unavailable as down:  # nobody will run it: it ends now, and the client may try again
+            abandon(app, job.id, down)
+            raise
     elif job.status in FINAL:
         response = final_answer(job)
         response.headers["Idempotent-Replayed"] = "true"

@@ -3,10 +3,18 @@ runs the job inside the Flask app's context. Workers start from `worker.py`."""
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 
-from jobs.running import QUEUE, TASK_NAME, execute
+from core.errors import first_line
+from jobs.running import TASK_NAME, execute
 from jobs.state import longest_run_s, stale_after_s
+
+log = logging.getLogger(__name__)
+
+
+BROKER_CONNECT_S = 2
 
 
 def celery_init_app(app: Flask):
@@ -26,7 +34,10 @@ def celery_init_app(app: Flask):
     celery.conf.update(
         broker_url=settings.celery_broker_url,
         broker_connection_retry_on_startup=True,
-        task_default_queue=QUEUE,
+        # A request that sends a job answers within 5 s when the broker is down: two tries of 2 s each at most.
+        broker_connection_timeout=BROKER_CONNECT_S,
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5},
+        task_default_queue=settings.celery_queue,
         task_ignore_result=True,  # the job row holds the result
         task_acks_late=True,  # a message is done when its job is, so a killed worker's job is delivered again
         task_reject_on_worker_lost=True,
@@ -34,7 +45,8 @@ def celery_init_app(app: Flask):
         task_soft_time_limit=longest,
         task_time_limit=longest + 30,
         # Redis delivers an unacknowledged message again after this long: after a job may have gone stale.
-        broker_transport_options={"visibility_timeout": int(stale_after_s(settings)) + 1},
+        broker_transport_options={"visibility_timeout": int(stale_after_s(settings)) + 1,
+                                  "socket_connect_timeout": BROKER_CONNECT_S},
         worker_hijack_root_logger=False,
     )
 
@@ -44,3 +56,14 @@ def celery_init_app(app: Flask):
 
     app.extensions["celery"] = celery
     return celery
+
+
+def broker_status(celery) -> str:
+    """'ok' when the broker takes a connection, else 'unreachable' (for /healthz and the start-up checks)."""
+    try:
+        with celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=BROKER_CONNECT_S)
+    except Exception as error:
+        log.warning("health check: broker unreachable (%s)", first_line(error))
+        return "unreachable"
+    return "ok"

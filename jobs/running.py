@@ -14,15 +14,14 @@ from flask import Flask
 from sqlalchemy import and_, or_, select, update
 
 from core import observability
-from core.errors import ApiError
+from core.errors import ApiError, Unavailable, first_line, unavailable
 from jobs.kinds import KINDS
-from jobs.state import MAX_ATTEMPTS, Progress, claim, finish, heartbeat_s, load, stale_after_s
+from jobs.state import MAX_ATTEMPTS, Progress, claim, finish, heartbeat_s, load, purge, stale_after_s
 from models import Job, utcnow
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "jobs.run_job"
-QUEUE = "futurepast-jobs"
 
 
 def execute(app: Flask, job_id: str) -> str | None:
@@ -43,10 +42,14 @@ def execute(app: Flask, job_id: str) -> str | None:
         result = KINDS[job.kind](app, job, Progress(app, job, attempt))
     except ApiError as failure:
         status, http_status, result, error, headers = "failed", failure.status, None, failure.to_dict(), failure.headers
-    except Exception:
-        log.exception("job %s failed unexpectedly", job_id)
-        status, http_status, result, headers = "failed", 500, None, {}
-        error = {"error": "The server hit an unexpected error.", "code": "internal_error"}
+    except Exception as failure:
+        if (down := unavailable(failure)) is not None:  # a dependency down: its 503, as a request would answer
+            log.warning("job %s failed: %s (%s)", job_id, down.code, first_line(failure))
+            status, http_status, result, error, headers = "failed", down.status, None, down.to_dict(), down.headers
+        else:
+            log.exception("job %s failed unexpectedly", job_id)
+            status, http_status, result, headers = "failed", 500, None, {}
+            error = {"error": "The server hit an unexpected error.", "code": "internal_error"}
     finally:
         stop.set()
         observability.call_context.reset(token)
@@ -87,12 +90,14 @@ class Runner:
         self.sweeper: threading.Thread | None = None
 
     def dispatch(self, job_id: str) -> None:
-        """Hand the job to a runner; it may already be running elsewhere (the claim decides)."""
+        """Hand the job to a runner; it may already be running elsewhere (the claim decides). A broker that does not
+        take the message within a few seconds (see celery_app) is a 503 queue_unavailable."""
         if self.settings.celery_broker_url:
             try:
-                self.app.extensions["celery"].send_task(TASK_NAME, args=[job_id], queue=QUEUE)
-            except Exception:  # the broker is down: the job stays queued, and the sweeper sends it again later
-                log.exception("job %s: could not reach the broker", job_id)
+                self.app.extensions["celery"].send_task(TASK_NAME, args=[job_id], queue=self.settings.celery_queue)
+            except Exception as error:
+                log.warning("job %s: the broker did not take it (%s)", job_id, first_line(error))
+                raise Unavailable("queue_unavailable", "The job queue does not answer; try again shortly.") from error
         else:
             self.local_pool().submit(self.run, job_id)
 
@@ -157,7 +162,11 @@ class Runner:
                 self.app.extensions["metrics"].count_job(job.kind, "failed", None)
         for job_id in again:
             log.warning("job %s: its runner went silent; running it again", job_id)
-            self.dispatch(job_id)
+            try:
+                self.dispatch(job_id)
+            except Unavailable:  # still queued or stale: the next round sends it again
+                pass
+        purge(self.app, utcnow() - timedelta(days=self.settings.job_retention_days))
 
     def shutdown(self) -> None:
         """Stop the sweeper, wait for this process's running jobs, and stop listening for job changes."""

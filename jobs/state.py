@@ -16,7 +16,7 @@ import time
 from datetime import timedelta
 
 from flask import Flask
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.provider_types import GeneratedImage
@@ -101,6 +101,30 @@ def finish(app: Flask, job_id: str, attempt: int | None, **values) -> bool:
 def publish(app: Flask, job_id: str) -> None:
     """Tell every process's streams and waiting requests that the job's row changed (after the commit)."""
     app.extensions["job_channel"].publish(job_id)
+
+
+def abandon(app: Flask, job_id: str, error) -> None:
+    """Fail a queued job that could not be sent to its runner (error: an ApiError), forgetting its idempotency key so
+    that the client's retry makes a new one; a waiter attached to it gets the same answer."""
+    with app.extensions["sessionmaker"]() as session:
+        session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
+            status="failed", http_status=error.status, error=error.to_dict(), headers=error.headers or None,
+            idempotency_key=None, finished_at=utcnow()))
+        session.commit()
+    publish(app, job_id)
+
+
+def purge(app: Flask, finished_before) -> int:
+    """Delete the jobs that ended before `finished_before`, with their idempotency keys and output links (the rows
+    they saved stay); how many went."""
+    with app.extensions["sessionmaker"]() as session:
+        old = select(Job.id).where(Job.status.in_(FINAL), Job.finished_at < finished_before)
+        session.execute(delete(JobOutput).where(JobOutput.job_id.in_(old)))
+        purged = session.execute(delete(Job).where(Job.id.in_(old))).rowcount
+        session.commit()
+    if purged:
+        log.info("purged %d job(s) that ended before %s", purged, finished_before.isoformat())
+    return purged
 
 
 class Progress:

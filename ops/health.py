@@ -1,26 +1,82 @@
-"""`/healthz`, for load balancers: whether each dependency answers; `/metrics`, for Prometheus."""
+"""`/healthz`, for load balancers: whether each configured dependency answers, by name; the same checks at start-up
+(production refuses to start when one fails); `/metrics`, for Prometheus."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import logging
+from collections.abc import Callable
+
+from flask import Blueprint, Flask, current_app, jsonify
 
 from core import db
+from core.shared_counters import store_status
+from jobs.celery_app import broker_status
 
+log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
+
+# What each check is about, for the start-up message: what it is, and the setting that points at it.
+ABOUT = {"database": ("the database", "DATABASE_URL"),
+         "image_dir": ("the image store", "IMAGE_DIR or IMAGE_STORE_URL"),
+         "broker": ("the Celery broker", "CELERY_BROKER_URL"),
+         "limit_store": ("the limit store", "RATELIMIT_STORAGE_URI")}
+
+
+def add_check(app: Flask, name: str, check: Callable[[], str]) -> None:
+    """Have /healthz and the start-up checks ask `check()` too ('ok', or a snake_case reason): the hook of any
+    dependency a package adds (the jobs' notification channel)."""
+    app.extensions.setdefault("health_checks", {})[name] = check
+
+
+def run_checks(app: Flask) -> dict[str, str]:
+    """Each configured dependency, by name: 'ok', or why not."""
+    settings = app.extensions["settings"]
+    checks = {"database": db.status(app.extensions["engine"]), "image_dir": app.extensions["image_store"].status()}
+    if "celery" in app.extensions:
+        checks["broker"] = broker_status(app.extensions["celery"])
+    if settings.ratelimit_storage_uri:
+        checks["limit_store"] = store_status(settings.ratelimit_storage_uri)
+    for name, check in app.extensions.get("health_checks", {}).items():
+        checks[name] = check()
+    return checks
+
+
+def failures(app: Flask, checks: dict[str, str]) -> dict[str, str]:
+    """The checks that make the service unavailable: every one but 'ok', except the limit store under
+    RATELIMIT_FAIL_OPEN=1 (the service then serves without limits, so a load balancer must keep it)."""
+    optional = {"limit_store"} if app.extensions["settings"].ratelimit_fail_open else set()
+    return {name: status for name, status in checks.items() if status != "ok" and name not in optional}
+
+
+def check_at_startup(app: Flask) -> None:
+    """Production refuses to start, with one line naming it, when a dependency does not answer; development says so
+    in the log and starts."""
+    failed = failures(app, run_checks(app))
+    if not failed:
+        return
+    line = "; ".join(describe(name, status) for name, status in failed.items())
+    if app.extensions["settings"].is_production:
+        raise SystemExit(f"APP_ENV=production does not start: {line}")
+    log.warning("starting all the same (development): %s", line)
+
+
+def describe(name: str, status: str) -> str:
+    """'the Celery broker is unreachable (check CELERY_BROKER_URL)'."""
+    what, setting = ABOUT.get(name, (f"the {name.replace('_', ' ')}", None))
+    return f"{what} is {status.replace('_', ' ')}" + (f" (check {setting})" if setting else "")
 
 
 @bp.get("/healthz")
 def check_health():
-    """Whether the database answers and the image folder takes files, and which providers serve."""
+    """Whether each configured dependency answers (by name), and which providers serve."""
     generator = current_app.extensions["generator"]
-    checks = {"database": db.status(current_app.extensions["engine"]),
-              "image_dir": current_app.extensions["image_store"].status()}
+    checks = run_checks(current_app)
     providers = {"image": [provider.NAME for provider in generator.image_chain],
                  "text": generator.text_provider.NAME}
-    failed = [name for name, status in checks.items() if status != "ok"]
+    failed = list(failures(current_app, checks))
     if failed:
         return jsonify({"error": f"Not ready: {', '.join(failed)}.", "code": "unhealthy", "status": "unavailable",
-                        "checks": checks, "providers": providers}), 503
+                        "failed": failed, "checks": checks, "providers": providers}), 503
     return jsonify({"status": "ok", "checks": checks, "providers": providers})
 
 

@@ -3,6 +3,7 @@ the whole service, kept where the shared counters are."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from flask import Flask
@@ -10,7 +11,26 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from core import shared_counters
+from core.errors import first_line
 from core.settings import Settings
+
+
+class OneLineWarning(logging.Filter):
+    """flask-limiter logs each error it swallows with its traceback, at ERROR: with RATELIMIT_FAIL_OPEN=1 a store
+    that is down is expected, so say it in one WARNING line per request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()} (RATELIMIT_FAIL_OPEN=1, the limit is skipped): " \
+                         f"{first_line(record.exc_info[1])}"
+            record.args, record.exc_info, record.exc_text = None, None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def add_filter_once(logger: logging.Logger, added: logging.Filter) -> None:
+    if not any(type(existing) is type(added) for existing in logger.filters):
+        logger.addFilter(added)
 
 
 def limit_routes(app: Flask, settings: Settings, limits: Mapping[str, str | None]) -> None:
@@ -21,9 +41,12 @@ def limit_routes(app: Flask, settings: Settings, limits: Mapping[str, str | None
     # One count for every worker and machine: in the database, or where RATELIMIT_STORAGE_URI says.
     storage_uri, storage_options = shared_counters.limiter_storage(app.extensions["engine"],
                                                                    settings.ratelimit_storage_uri)
+    # The store down: a 503 limits_unavailable (core/errors.py), or with RATELIMIT_FAIL_OPEN=1 no limit, logged.
     limiter = Limiter(
         get_remote_address, app=app, storage_uri=storage_uri, storage_options=storage_options,
-        headers_enabled=True, default_limits=[],
+        headers_enabled=True, default_limits=[], swallow_errors=settings.ratelimit_fail_open,
     )
+    if settings.ratelimit_fail_open:
+        add_filter_once(logging.getLogger("flask-limiter"), OneLineWarning())
     for endpoint, limit in limits.items():
         app.view_functions[endpoint] = limiter.limit(limit)(app.view_functions[endpoint])
