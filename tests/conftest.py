@@ -10,6 +10,7 @@ import io
 import os
 import secrets
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ SETTING_NAMES = [
     "IMAGE_STORE_URL", "S3_ENDPOINT_URL", "IMAGE_PUBLIC_BASE_URL", "IMAGE_URL_TTL_S", "IMAGE_ACCEL_REDIRECT",
     "BADGE_SIGNING_KEY", "BADGE_DI_SIGNING_KEY", "BADGE_ISSUER_NAME", "BADGE_ISSUER_URL", "PUBLIC_BASE_URL",
     "PRICE_CLIPDROP_CREDIT_USD",
+    "RATELIMIT_FAIL_OPEN", "CELERY_QUEUE", "JOB_RETENTION_DAYS",
     "PRICE_STABILITY_CREDIT_USD", "PRICE_OPENAI_INPUT_PER_MTOK_USD", "PRICE_OPENAI_OUTPUT_PER_MTOK_USD",
 ]
 
@@ -296,6 +298,23 @@ def metric(client, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return sample.value
     return None
+
+
+@contextmanager
+def immutable(*folders: Path) -> Iterator[None]:
+    """The folders refuse new entries and removals (`chattr +i`: root ignores modes, not this), until the block ends;
+    a skip that says why where chattr cannot do it (not root, a filesystem without the attribute)."""
+    done = []
+    try:
+        for folder in folders:
+            result = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+            if result.returncode != 0:
+                pytest.skip(f"chattr +i does not work here: {result.stderr.strip()}")
+            done.append(folder)
+        yield
+    finally:
+        for folder in done:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 def assert_nothing_saved(app):

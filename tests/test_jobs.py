@@ -319,6 +319,31 @@ def test_an_expired_key_makes_a_new_job(app, client, users):
     assert count_rows(app, Storefront) == 2
 
 
+def test_the_sweeper_purges_jobs_ended_before_the_retention_with_their_keys(make_app):
+    app = make_app(JOB_RETENTION_DAYS="2")
+    client = app.test_client()
+    users = seed(client)
+    url = f"/gen-new-storefront-images?user_id={users[0]['id']}&shop_theme=tech"
+    old, recent = (client.post(url, headers={"Idempotency-Key": key}).get_json()["job_id"] for key in ("o-1", "o-2"))
+    unfinished = client.post(url, headers={"Prefer": "respond-async", "Idempotency-Key": "o-3"}).get_json()["id"]
+    wait_for_job(client, unfinished)
+    with app.extensions["sessionmaker"]() as session:
+        days_ago = {old: 3, recent: 1, unfinished: 3}
+        for job_id, days in days_ago.items():
+            session.execute(update(Job).where(Job.id == job_id).values(finished_at=utcnow() - timedelta(days=days)))
+        session.execute(update(Job).where(Job.id == unfinished).values(status="running", finished_at=None,
+                                                                        heartbeat_at=utcnow()))
+        session.commit()
+    app.extensions["jobs"].sweep()
+    assert client.get(f"/jobs/{old}").status_code == 404
+    assert client.get(f"/jobs/{recent}").status_code == 200
+    assert client.get(f"/jobs/{unfinished}").status_code == 200  # only finished jobs go
+    assert count_rows(app, Storefront) == 3  # what the purged job saved stays
+    again = client.post(url, headers={"Idempotency-Key": "o-1"})  # its key is forgotten with it: a new job
+    assert "Idempotent-Replayed" not in again.headers and again.get_json()["job_id"] != old
+    assert client.post(url, headers={"Idempotency-Key": "o-2"}).headers["Idempotent-Replayed"] == "true"
+
+
 def test_a_repeat_while_the_first_runs_attaches_to_its_job(make_app, slow, stub):
     client = make_app(**slow(1.0)).test_client()
     users = seed(client)

@@ -15,8 +15,9 @@ import responses
 from PIL import Image
 from sqlalchemy import create_engine
 
-from conftest import PRODUCTION_BADGES, metric
+from conftest import PRODUCTION_BADGES, SETTING_NAMES, metric
 from core.settings import Settings
+from serving import REPO
 
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens on the discard port: a remote provider fails at once
 SECRETS = {"ADMIN_TOKEN": "adm-5ecret-a1", "CLIPDROP_API_KEY": "cd-5ecret-b2", "STABILITY_API_KEY": "st-5ecret-c3",
@@ -182,6 +183,15 @@ def test_no_secret_in_any_answer_or_log_line(make_app, caplog):
                                                  for answer in answers])
     for secret in SECRETS.values():
         assert secret not in seen
+
+
+def test_every_setting_is_in_env_example_and_in_the_tests_setting_names():
+    code = (REPO / "core/settings.py").read_text()
+    read = set(re.findall(r'(?:get|text|number|choice|flag)\("([A-Z][A-Z0-9_]+)"', code))
+    example = (REPO / ".env.example").read_text()
+    assert {"DATABASE_URL", "CELERY_QUEUE", "JOB_RETENTION_DAYS", "RATELIMIT_FAIL_OPEN"} <= read
+    assert {name for name in read if not re.search(rf"\b{name}\b", example)} == set(), "missing from .env.example"
+    assert read - set(SETTING_NAMES) == set(), "settings missing from tests/conftest.py SETTING_NAMES"
 
 
 def test_settings_never_show_secrets_in_their_repr():

@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from conftest import count_rows, generate_storefronts, image_files, png_size
-from models import Storefront
+from conftest import count_rows, generate_storefronts, image_files, immutable, png_size
+from models import ImageFile, Storefront
 
 
 def test_generate_one_theme(client, app, users):
@@ -168,10 +168,32 @@ def test_delete_all_removes_rows_and_unused_files(client, app, users):
     assert len(image_files(app)) == 4
     response = client.delete("/delete-all-storefronts")
     assert response.status_code == 200
-    assert response.get_json() == {"message": "All storefront entries deleted successfully", "deleted": 4}
+    assert response.get_json() == {"message": "All storefront entries deleted successfully", "deleted": 4,
+                                   "files_removed": 4, "files_left": 0}
     assert count_rows(app, Storefront) == 0
     assert image_files(app) == set()
     assert client.delete("/delete-all-storefronts").get_json()["deleted"] == 0
+
+
+def test_delete_all_whose_file_removal_fails_leaves_the_files_for_the_next(client, app, users):
+    generate_storefronts(client, users[0]["id"], "all")
+    files = image_files(app)
+    assert len(files) == 3
+    folders = {sorted(files)[0].parent}  # one file's folder refuses the removal (others may share it)
+    blocked = {path for path in files if path.parent in folders}
+    with immutable(*folders):
+        response = client.delete("/delete-all-storefronts")
+        assert response.status_code == 200
+        assert response.get_json() == {"message": "All storefront entries deleted successfully", "deleted": 3,
+                                       "files_removed": 3 - len(blocked), "files_left": len(blocked)}
+        assert count_rows(app, Storefront) == 0
+        assert image_files(app) == blocked  # no file forgotten: each still has its `images` row
+        assert count_rows(app, ImageFile) == len(blocked)
+    again = client.delete("/delete-all-storefronts")  # the folder takes removals again: the next call finishes
+    assert again.get_json() == {"message": "All storefront entries deleted successfully", "deleted": 0,
+                                "files_removed": len(blocked), "files_left": 0}
+    assert image_files(app) == set()
+    assert count_rows(app, ImageFile) == 0
 
 
 def test_delete_keeps_files_an_achievement_shares(client, app, users):
