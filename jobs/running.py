@@ -37,15 +37,19 @@ def execute(app: Flask, job_id: str) -> str | None:
     token = observability.call_context.set(observability.CallContext(job.route, job.request_id, job_id))
     started = time.perf_counter()
     log.info("job %s (%s) started, attempt %d", job_id, job.kind, attempt)
+    forget = {}
     try:
         status, http_status, error, headers = "succeeded", 200, None, {}
         result = KINDS[job.kind](app, job, Progress(app, job, attempt))
-    except ApiError as failure:
-        status, http_status, result, error, headers = "failed", failure.status, None, failure.to_dict(), failure.headers
     except Exception as failure:
-        if (down := unavailable(failure)) is not None:  # a dependency down: its 503, as a request would answer
+        down = unavailable(failure)
+        if down is not None:  # a dependency down: its 503, as a request would answer
             log.warning("job %s failed: %s (%s)", job_id, down.code, first_line(failure))
-            status, http_status, result, error, headers = "failed", down.status, None, down.to_dict(), down.headers
+            failure = down
+            forget = {"idempotency_key": None}  # a passing fault: the client's retry with its key makes a new job
+        if isinstance(failure, ApiError):
+            status, http_status, result, error = "failed", failure.status, None, failure.to_dict()
+            headers = failure.headers
         else:
             log.exception("job %s failed unexpectedly", job_id)
             status, http_status, result, headers = "failed", 500, None, {}
@@ -54,7 +58,7 @@ def execute(app: Flask, job_id: str) -> str | None:
         stop.set()
         observability.call_context.reset(token)
     ended = finish(app, job_id, attempt, status=status, http_status=http_status, result=result, error=error,
-                   headers=headers or None)
+                   headers=headers or None, **forget)
     if ended:
         app.extensions["metrics"].count_job(job.kind, status, time.perf_counter() - started)
         log.info("job %s %s (%d) in %.1f s", job_id, status, http_status, time.perf_counter() - started)

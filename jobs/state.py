@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL = frozenset({"succeeded", "failed", "canceled"})
+POLL_WHEN_DOWN_S = 1.0
 MAX_ATTEMPTS = 2  # a job whose runner died is run once more, never a third time
 
 
@@ -56,13 +57,15 @@ def wait_for(app: Flask, job_id: str, timeout: float) -> Job:
     """The job once it has ended, or as it stands after `timeout` seconds; the row is read again only when the
     notification channel says that the job changed."""
     deadline = time.monotonic() + timeout
-    with app.extensions["job_channel"].subscribe(job_id) as changes:
+    channel = app.extensions["job_channel"]
+    with channel.subscribe(job_id) as changes:
         while True:
             job = load(app, job_id)
             remaining = deadline - time.monotonic()
             if job.status in FINAL or remaining <= 0:
                 return job
-            changes.wait(remaining)
+            # While the channel is down (its Redis or PostgreSQL connection lost), read the row once a second.
+            changes.wait(remaining if channel.connected.is_set() else min(remaining, POLL_WHEN_DOWN_S))
 
 
 def claim(app: Flask, job_id: str) -> int | None:

@@ -19,23 +19,29 @@ bp = Blueprint("ops", __name__)
 ABOUT = {"database": ("the database", "DATABASE_URL"),
          "image_dir": ("the image store", "IMAGE_DIR or IMAGE_STORE_URL"),
          "broker": ("the Celery broker", "CELERY_BROKER_URL"),
-         "limit_store": ("the limit store", "RATELIMIT_STORAGE_URI")}
+         "limit_store": ("the limit store", "RATELIMIT_STORAGE_URI"),
+         "notification_channel": ("the jobs' notification channel", "DATABASE_URL or RATELIMIT_STORAGE_URI")}
 
 
 def add_check(app: Flask, name: str, check: Callable[[], str]) -> None:
     """Have /healthz and the start-up checks ask `check()` too ('ok', or a snake_case reason): the hook of any
-    dependency a package adds (the jobs' notification channel)."""
+    dependency a package adds."""
     app.extensions.setdefault("health_checks", {})[name] = check
 
 
-def run_checks(app: Flask) -> dict[str, str]:
-    """Each configured dependency, by name: 'ok', or why not."""
+def run_checks(app: Flask, *, at_startup: bool = False) -> dict[str, str]:
+    """Each configured dependency, by name: 'ok', or why not. The jobs' notification channel is asked too, where it
+    listens on a connection of its own, but not at start-up: it rides on the database or the limit store, checked
+    already, and asking would start its listener in gunicorn's master."""
     settings = app.extensions["settings"]
     checks = {"database": db.status(app.extensions["engine"]), "image_dir": app.extensions["image_store"].status()}
     if "celery" in app.extensions:
         checks["broker"] = broker_status(app.extensions["celery"])
     if settings.ratelimit_storage_uri:
         checks["limit_store"] = store_status(settings.ratelimit_storage_uri)
+    channel = app.extensions.get("job_channel")
+    if channel is not None and channel.listens() and not at_startup:
+        checks["notification_channel"] = channel.status()
     for name, check in app.extensions.get("health_checks", {}).items():
         checks[name] = check()
     return checks
@@ -43,15 +49,16 @@ def run_checks(app: Flask) -> dict[str, str]:
 
 def failures(app: Flask, checks: dict[str, str]) -> dict[str, str]:
     """The checks that make the service unavailable: every one but 'ok', except the limit store under
-    RATELIMIT_FAIL_OPEN=1 (the service then serves without limits, so a load balancer must keep it)."""
-    optional = {"limit_store"} if app.extensions["settings"].ratelimit_fail_open else set()
+    RATELIMIT_FAIL_OPEN=1, with the notification channel when it rides on that store (the service then serves
+    without limits, and waiters read their jobs once a second: a load balancer must keep it)."""
+    optional = {"limit_store", "notification_channel"} if app.extensions["settings"].ratelimit_fail_open else set()
     return {name: status for name, status in checks.items() if status != "ok" and name not in optional}
 
 
 def check_at_startup(app: Flask) -> None:
     """Production refuses to start, with one line naming it, when a dependency does not answer; development says so
     in the log and starts."""
-    failed = failures(app, run_checks(app))
+    failed = failures(app, run_checks(app, at_startup=True))
     if not failed:
         return
     line = "; ".join(describe(name, status) for name, status in failed.items())
