@@ -27,9 +27,18 @@ import requests
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
-from conftest import PRODUCTION_BADGES, SETTING_NAMES, immutable, wait_until
+from conftest import (
+    PRODUCTION_BADGES,
+    SETTING_NAMES,
+    TEST_JWT_KEY,
+    TEST_SIGNING_KEY,
+    assert_nothing_saved,
+    immutable,
+    wait_until,
+)
 from core import schema
 from jobs.state import FINAL
+from main import create_app
 from models import Achievement, ImageFile, Job, Storefront
 from serving import REPO, free_port, running, server_env, stop
 
@@ -214,12 +223,12 @@ def assert_unavailable(response, elapsed: float, code: str, bound: float = BOUND
     assert elapsed < bound, f"{code} took {elapsed:.1f} s"
 
 
-def assert_health_names(deployment: Deployment, name: str) -> None:
+def assert_health_names(deployment: Deployment, *names: str) -> None:
     response = deployment.health()
     assert response.status_code == 503
     body = response.json()
-    assert body["failed"] == [name]
-    assert body["checks"][name] != "ok"
+    assert body["failed"] == list(names)
+    assert all(body["checks"][name] != "ok" for name in names)
 
 
 def rows(deployment: Deployment, statement):
@@ -249,7 +258,8 @@ def test_limit_store_down_is_503_limits_unavailable(deployment):
     deployment.limits.stop()
     try:
         assert_unavailable(*generate(deployment), "limits_unavailable")
-        assert_health_names(deployment, "limit_store")
+        # The jobs' notification channel is on that Redis too (RATELIMIT_STORAGE_URI): it is named with it.
+        assert_health_names(deployment, "limit_store", "notification_channel")
     finally:
         deployment.limits.start()
     wait_until(deployment.healthy, 15, "/healthz did not recover with the limit store")
@@ -379,6 +389,7 @@ def test_fail_open_skips_the_limit_with_a_one_line_warning(make_app, caplog):
     health = client.get("/healthz")  # reported, but not failing: the service serves without the limit
     assert health.status_code == 200
     assert health.get_json()["checks"]["limit_store"] == "unreachable"
+    assert health.get_json()["checks"]["notification_channel"] == "unreachable"  # it rides on that Redis
 
 
 @pytest.mark.parametrize("broker", ["redis://127.0.0.1:{port}/0", "amqp://guest:guest@127.0.0.1:{port}//"])
@@ -394,3 +405,34 @@ def test_a_broker_nobody_listens_on_is_503_within_5_s_and_the_job_ends(make_app,
     assert (job.status, job.http_status, job.error["code"], job.idempotency_key) == (
         "failed", 503, "queue_unavailable", None)  # ended, and the client's retry with its key makes a new job
     assert client.get("/healthz").get_json()["failed"] == ["broker"]
+
+
+def test_development_starts_and_warns_naming_what_does_not_answer(tmp_path, sqlite_template, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)  # no developer's .env
+    shutil.copyfile(sqlite_template, tmp_path / "app.db")
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}", "IMAGE_DIR": str(tmp_path / "images"),
+                      "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0", "BADGE_SIGNING_KEY": TEST_JWT_KEY,
+                      "BADGE_DI_SIGNING_KEY": TEST_SIGNING_KEY})
+    try:
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "starting" in r.getMessage()]
+        assert warnings == ["starting all the same (development): the Celery broker is unreachable "
+                            "(check CELERY_BROKER_URL)"]
+    finally:
+        app.extensions["jobs"].shutdown()
+        app.extensions["engine"].dispose()
+
+
+def test_a_generation_the_image_store_refused_leaves_nothing_and_its_key_may_be_retried(app, client):
+    images = Path(app.extensions["settings"].image_dir)
+    with immutable(images):
+        refused = client.post("/gen-achievement-image", query_string={"date": "31 Oct", "product": "soju"},
+                              headers={"Idempotency-Key": "k-2"})
+        assert_unavailable(refused, 0, "storage_unavailable")
+        assert client.get("/healthz").get_json()["failed"] == ["image_dir"]
+    assert_nothing_saved(app)
+    with app.extensions["sessionmaker"]() as session:  # no half-done store: no record of a file it never kept
+        assert session.scalars(select(ImageFile)).all() == []
+    again = client.post("/gen-achievement-image", query_string={"date": "31 Oct", "product": "soju"},
+                        headers={"Idempotency-Key": "k-2"})  # a passing fault is not replayed: a new job
+    assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
+    assert again.get_json()["job_id"] != refused.get_json()["job_id"]

@@ -33,7 +33,8 @@ FAILING_REMOTES = {"CLIPDROP_API_URL": CLOSED_PORT, "STABILITY_API_HOST": CLOSED
 def test_healthz_ok_on_embedded_providers(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "image_dir": "ok"},
+    assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "image_dir": "ok",
+                                                              "notification_channel": "ok"},
                                    "providers": {"image": ["local"], "text": "local"}}
 
 
@@ -54,7 +55,7 @@ def test_healthz_database_unreachable(app, client):
     body = response.get_json()
     assert body["code"] == "unhealthy"
     assert body["error"]
-    assert body["checks"] == {"database": "unreachable", "image_dir": "ok"}
+    assert body["checks"] == {"database": "unreachable", "image_dir": "ok", "notification_channel": "ok"}
 
 
 def test_healthz_image_folder_not_writable(app, client):
@@ -63,7 +64,8 @@ def test_healthz_image_folder_not_writable(app, client):
     folder.write_text("a file where the folder was")
     response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.get_json()["checks"] == {"database": "ok", "image_dir": "not_writable"}
+    assert response.get_json()["checks"] == {"database": "ok", "image_dir": "not_writable",
+                                            "notification_channel": "ok"}
 
 
 # --- /metrics -------------------------------------------------------------------------------------
