@@ -19,10 +19,13 @@ import tempfile
 import time
 
 from core.settings import from_environment
+from ops import gunicorn_errors
 from ops.serving import startup_line
 from providers import warm_up
 
 _settings = from_environment()
+# Requests gunicorn refuses itself (too long, malformed) are answered in the service's JSON error shape.
+gunicorn_errors.install()
 # Metrics are shared through files: one folder per server, wiped at start. prometheus_client reads this variable
 # when first imported, which the app does in create_app, after this file has run.
 _METRICS_DIR_PREFIX = "futurepast-metrics-"

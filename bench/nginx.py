@@ -25,11 +25,12 @@ def binary() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
-def render_site(port: int, upstream: str, image_dir: Path) -> str:
-    """The shipped site file with its three marked values replaced; each must be found, so drift fails loudly."""
+def render_site(port: int, upstream: str, image_dir: Path, changes: dict[str, str] | None = None) -> str:
+    """The shipped site file with its three marked values replaced, and any other `changes` (text -> text); each
+    must be found, so drift fails loudly."""
     text = SITE.read_text()
     for old, new in ((SHIPPED_UPSTREAM, f"server {upstream};"), (SHIPPED_LISTEN, f"listen 127.0.0.1:{port};"),
-                     (SHIPPED_IMAGE_DIR, f"{Path(image_dir).resolve()}/")):
+                     (SHIPPED_IMAGE_DIR, f"{Path(image_dir).resolve()}/"), *(changes or {}).items()):
         if old not in text:
             raise ValueError(f"{SITE} no longer contains {old!r}")
         text = text.replace(old, new)
@@ -57,15 +58,17 @@ http {{
 
 
 @contextmanager
-def running(folder: Path, port: int, upstream: str, image_dir: Path) -> Iterator[subprocess.Popen]:
-    """nginx with the shipped site on 127.0.0.1:`port` in front of `upstream`, stopped on exit."""
+def running(folder: Path, port: int, upstream: str, image_dir: Path,
+            changes: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """nginx with the shipped site (with `changes`, see `render_site`) on 127.0.0.1:`port` in front of `upstream`,
+    stopped on exit."""
     found = binary()
     if found is None:
         raise FileNotFoundError("nginx is not installed (apt-get install -y nginx)")
     prefix = Path(folder) / "nginx"
     prefix.mkdir(parents=True, exist_ok=True)
     site = prefix / "futurepast.conf"
-    site.write_text(render_site(port, upstream, image_dir))
+    site.write_text(render_site(port, upstream, image_dir, changes))
     conf = prefix / "nginx.conf"
     conf.write_text(main_conf(prefix, site))
     process = subprocess.Popen([found, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 from flask import Flask, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from core.params import check_text
 
@@ -33,8 +33,11 @@ def refuse_large_bodies() -> None:
         # Werkzeug would cut a chunked body at the limit without a word, and the route would read half a body.
         # Read it here, one byte past the limit at most, and hand the route what was read.
         environ, body = request.environ, bytearray()
-        while len(body) <= limit and (part := environ["wsgi.input"].read(limit + 1 - len(body))):
-            body += part
+        try:
+            while len(body) <= limit and (part := environ["wsgi.input"].read(limit + 1 - len(body))):
+                body += part
+        except Exception:  # the server's own error for bad framing (gunicorn's are no OSError): the client's fault
+            raise BadRequest("The chunked body is malformed or cut short.") from None
         if len(body) > limit:
             raise RequestEntityTooLarge()
         environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(bytes(body)), str(len(body))

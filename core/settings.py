@@ -67,12 +67,11 @@ class Settings:
     price_stability_credit_usd: float = 0.01
     price_openai_input_per_mtok_usd: float = 0.25
     price_openai_output_per_mtok_usd: float = 2.00
-    # Image delivery: the store (disk under image_dir, or s3://bucket/prefix), and how nginx or a CDN serves it.
+    # Image delivery: the store (disk under image_dir, or s3://bucket/prefix), and how a CDN serves it.
     image_store_url: str | None = None
     s3_endpoint_url: str | None = None
     image_public_base_url: str | None = None
     image_url_ttl_s: int = 3600
-    image_accel_redirect: str | None = None
     # Where clients reach the service: the start of every absolute URL it writes (None: the request's own URL).
     public_base_url: str | None = None
     # Verifiable badges: the VC-JWT key and the Data Integrity key (PEM text or files), and the issuer's name.
@@ -177,7 +176,6 @@ class Settings:
             s3_endpoint_url=get("S3_ENDPOINT_URL"),
             image_public_base_url=(get("IMAGE_PUBLIC_BASE_URL") or "").rstrip("/") or None,
             image_url_ttl_s=int(number("IMAGE_URL_TTL_S", defaults.image_url_ttl_s, int, 1)),
-            image_accel_redirect=get("IMAGE_ACCEL_REDIRECT"),
             public_base_url=_public_base_url(get("PUBLIC_BASE_URL"), get("BADGE_ISSUER_URL")),
             badge_signing_key=get("BADGE_SIGNING_KEY"),
             badge_di_signing_key=get("BADGE_DI_SIGNING_KEY"),

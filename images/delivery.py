@@ -22,8 +22,9 @@ def send_png(sha256: str | None, not_found: Callable[[], NotFound], *, cache_con
              redirect_s3: bool = False):
     """The PNG of `sha256` with its hash as ETag; a matching `If-None-Match` gets a 304 without the file being opened.
 
-    On disk: the file through sendfile(), or with IMAGE_ACCEL_REDIRECT an empty body that tells nginx which file to
-    send. On S3: the object's bytes streamed through, or (`redirect_s3`) a 302 to where the browser can fetch it.
+    On disk: the file through sendfile(), or, when the proxy in front asks for it, an empty body that tells it which
+    file to send (`accel_redirect`). On S3: the object's bytes streamed through, or (`redirect_s3`) a 302 to where
+    the browser can fetch it.
     """
     if not sha256:
         raise not_found()
@@ -57,12 +58,12 @@ def _png_body(store: ImageStore, sha256: str, not_found: Callable[[], NotFound],
         response.content_length = length
         return response
     assert isinstance(store, DiskStore)
-    accel = app.extensions["settings"].image_accel_redirect
-    if accel:
+    internal_uri = accel_redirect(os.path.abspath(store.path(sha256)))
+    if internal_uri is not None:
         if not store.exists(sha256):
             raise not_found()
         response = app.response_class(b"", mimetype="image/png")
-        response.headers["X-Accel-Redirect"] = accel + store.relative_path(sha256)
+        response.headers["X-Accel-Redirect"] = internal_uri
         return response
     try:
         file = store.path(sha256).open("rb")
@@ -71,6 +72,20 @@ def _png_body(store: ImageStore, sha256: str, not_found: Callable[[], NotFound],
     response = app.response_class(wrap_file(request.environ, file), mimetype="image/png", direct_passthrough=True)
     response.content_length = os.fstat(file.fileno()).st_size
     return response
+
+
+def accel_redirect(path: str) -> str | None:
+    """The internal URI under which the proxy in front sends the file at `path` itself, when the request asks for
+    that (Rack::Sendfile's protocol: `X-Sendfile-Type: X-Accel-Redirect`, and `X-Accel-Mapping: <folder>=<URI>`
+    for a folder that holds `path`); else None, and the service sends the bytes. Only the proxy sets these headers:
+    a client that reaches the service without one gets its image."""
+    if request.headers.get("X-Sendfile-Type", "").strip().lower() != "x-accel-redirect":
+        return None
+    for mapping in request.headers.get("X-Accel-Mapping", "").split(","):
+        folder, found, uri = (part.strip() for part in mapping.partition("="))
+        if found and folder and uri and path.startswith(folder):
+            return uri + path[len(folder):]
+    return None
 
 
 @bp.get("/images/<name>")

@@ -1,5 +1,5 @@
-"""Running the service: `/healthz` and `/metrics` (`health`), and serving it with gunicorn or Werkzeug's
-development server (`serving`)."""
+"""Running the service: `/healthz` and `/metrics` (`health`), serving it with gunicorn or Werkzeug's development
+server (`serving`), and gunicorn's own errors in JSON (`gunicorn_errors`)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -53,6 +54,7 @@ def form_fields(request) -> dict[str, str]:
             for part in message.get_payload()}
 
 
+@functools.cache
 def zlib_bomb(mebibytes: int, byte: bytes = b"a") -> bytes:
     """A zlib stream that inflates to `mebibytes` MiB of `byte`, about 1 KB per MiB, made in milliseconds: one
     fully flushed deflate block of 1 MiB, repeated (each starts afresh), then the end and the checksum."""

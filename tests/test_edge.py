@@ -22,19 +22,27 @@ from fakes import image_bytes, with_itxt, zlib_bomb
 from serving import REPO, Server, running, server_env
 
 ADMIN_TOKEN = "edge-admin-token"
-PRODUCTION_COMMAND = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(REPO / "gunicorn.conf.py"),
-                      "main:create_app()"]
+GUNICORN = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(REPO / "gunicorn.conf.py")]
+# The README's production command, `python main.py`, and gunicorn's other worker classes: each answers the requests
+# gunicorn refuses in its own way.
+COMMANDS = {"gunicorn": [*GUNICORN, "main:create_app()"],
+            "python main.py": [sys.executable, str(REPO / "main.py")],
+            "gunicorn sync": [*GUNICORN, "-k", "sync", "main:create_app()"],
+            "gunicorn gevent": [*GUNICORN, "-k", "gevent", "main:create_app()"]}
 MIB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def production(tmp_path_factory, sqlite_template) -> Iterator[Server]:
-    """The README's production command (one worker, so its memory is the one measured), on a migrated database."""
+@pytest.fixture(scope="module", params=list(COMMANDS))
+def production(request, tmp_path_factory, sqlite_template) -> Iterator[Server]:
+    """The service with the production settings (one worker, so its memory is the one measured), on a migrated
+    database, started by each command."""
+    if request.param.endswith("gevent"):
+        pytest.importorskip("gevent", reason="gevent is not installed")
     folder = tmp_path_factory.mktemp("edge")
     shutil.copyfile(sqlite_template, folder / "app.db")
     env = server_env(folder, f"sqlite:///{folder / 'app.db'}", APP_ENV="production", ADMIN_TOKEN=ADMIN_TOKEN,
                      IMAGE_PROVIDER="local", TEXT_PROVIDER="local", WEB_CONCURRENCY="1", **PRODUCTION_BADGES)
-    with running(env, folder, PRODUCTION_COMMAND) as server:
+    with running(env, folder, COMMANDS[request.param]) as server:
         yield server
 
 
@@ -158,3 +166,44 @@ def test_verify_cannot_exhaust_the_workers_memory(production):
     grown = peak_rss_mib(worker) - before
     assert grown < 64, f"the worker's peak memory grew by {grown:.0f} MiB"
     assert workers(production) == [worker]  # the same worker, never killed or restarted
+
+
+# --- what gunicorn refuses before the app sees it -------------------------------------------------
+
+
+def get_head(target: str, *headers: str) -> bytes:
+    return "\r\n".join([f"GET {target} HTTP/1.1", "Host: 127.0.0.1", *headers, "Connection: close", "", ""]).encode()
+
+
+def assert_json_error(answer: Answer, status: int, code: str) -> None:
+    assert answer.status == status, (answer.status, answer.body[:300])
+    assert answer.json()["code"] == code
+    assert answer.json()["error"]
+    assert b"<html" not in answer.body.lower()
+
+
+def test_a_request_line_too_long_is_json_414(production):
+    assert_json_error(send_raw(production, get_head("/view-all-achievement?x=" + "a" * 10_000)), 414, "uri_too_long")
+
+
+@pytest.mark.parametrize("headers", [["X-Padding: " + "a" * 10_240],  # one header of 10 KB
+                                     [f"X-Many-{i}: a" for i in range(200)]])  # too many
+def test_headers_too_large_are_json_431(production, headers):
+    assert_json_error(send_raw(production, get_head("/view-all-achievement", *headers)), 431, "headers_too_large")
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /view-all-achievement HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\x01b\r\n\r\n",  # a control character
+    b"GET /view-all-achievement HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\x00b\r\n\r\n",  # NUL
+    b"GET /view all HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # a space in the target
+    b"G\x01T / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # a malformed method
+    b"GET / HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n",  # no such version
+    b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",  # a space in a header name
+    b"POST /verify HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
+])
+def test_a_malformed_request_is_json_400(production, request_bytes):
+    assert_json_error(send_raw(production, request_bytes), 400, "bad_request")
+
+
+def test_the_server_still_answers_after_refusing(production):
+    assert requests.get(production.url("/view-all-achievement"), timeout=10).status_code == 200
