@@ -62,7 +62,7 @@ def broker_status(celery) -> str:
     """'ok' when the broker takes a connection, else 'unreachable' (for /healthz and the start-up checks)."""
     try:
         with celery.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=BROKER_CONNECT_S)
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_CONNECT_S)
     except Exception as error:
         log.warning("health check: broker unreachable (%s)", first_line(error))
         return "unreachable"
