@@ -1,12 +1,22 @@
-"""Gunicorn settings for this service: `gunicorn 'main:create_app()'` (run from this folder) and `python main.py`.
+"""Gunicorn settings for this service: `gunicorn -c gunicorn.conf.py 'main:create_app()'` (run from this folder) and
+`python main.py`, which runs exactly that.
 
-Generation calls are long and mostly waiting on a provider, so each worker process serves several requests at
-once on threads; workers get longer than the slowest generation before they are cut off. The app is built once in
-the master (`preload_app`) and warmed there, so the workers share its memory and serve their first request warm.
-Every value comes from the service's settings (environment or `.env`); gunicorn's command-line flags still win.
+Generation is waiting on vendors, so a worker serves each connection on a greenlet (gevent), not a thread: an open
+connection (a request waiting for its job, an event stream, a slow client) costs a few kilobytes, and one worker
+holds WORKER_CONNECTIONS of them at once. The app is built once in the master (`preload_app`) and warmed there, so
+the workers share its memory and serve their first request warm. Every value comes from the service's settings
+(environment or `.env`); gunicorn's command-line flags still win.
 """
 
+# ruff: noqa: E402 - the imports below come after gevent's patching on purpose
 from __future__ import annotations
+
+# First, before the app or its libraries are imported (by preload_app, in this process): everything that blocks on a
+# socket, a lock or a sleep must yield to the other greenlets, including module-level locks the app makes at import.
+# gunicorn's gevent worker patches again after the fork, which is then a no-op.
+from gevent import monkey
+
+monkey.patch_all()
 
 import atexit
 import ctypes
@@ -33,18 +43,21 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX)
 
 bind = f"{_settings.host}:{_settings.port}"
-# Two workers of 8 threads: the service waits on providers, not on the CPU; a second process keeps the PNG routes
-# off one GIL. On 2 cores this served as many requests as five workers, in 40% of the memory (README, Benchmarks).
+# Two workers: the service waits on providers, not on the CPU; a second process keeps the PNG routes off one GIL.
+# On 2 cores this served as many requests as five workers, in 40% of the memory (README, Benchmarks).
 workers = _settings.web_concurrency or 2
-worker_class = "gthread"
-threads = _settings.worker_threads
+worker_class = "gevent"
+worker_connections = _settings.worker_connections
 # Built once in the master and forked: the workers share the imported code. Anything holding a socket (database
 # pools) is reset in the child by an os.register_at_fork hook where it is made (models.make_engine).
 preload_app = True
-# The slowest request: the text call, then both image providers, each spending every retry; plus a margin.
-# A worker busy that long is stuck; on shutdown (SIGTERM) a request gets that long to finish what was paid for.
-timeout = int(3 * _settings.provider_timeout_s * (_settings.provider_retries + 1)) + 30
-graceful_timeout = timeout
+# A gevent worker tells the master it lives from a greenlet of its own, whatever its requests wait for: silent this
+# long, its loop is stuck (CPU-bound work that escaped the thread pool), and the master replaces it.
+timeout = 60
+# On shutdown (SIGTERM) a request gets the slowest generation's time to finish what was paid for: the text call, then
+# both image providers, each spending every retry; plus a margin.
+graceful_timeout = int(3 * _settings.provider_timeout_s * (_settings.provider_retries + 1)) + 30
+# Also the time a client gets to send a request's headers: a slow one (slowloris) is closed after it.
 keepalive = 5
 # A listening socket per worker: the kernel spreads keep-alive clients over the workers, instead of the first worker
 # to wake taking most of them under one GIL (README, Benchmarks: +10% full PNG GETs, +20% 304s).
@@ -94,9 +107,12 @@ _LIBC = _glibc()
 # benchmarks). Two arenas per process, set here so the forked workers inherit it, and a trim after heavy requests.
 if _LIBC is not None:
     _LIBC.mallopt(-8, 2)  # M_ARENA_MAX
-# CPU time of the request's own thread, not wall time: on a busy machine a PNG GET can wait 50 ms for the CPU, and
-# trimming after each of those would cost more than it gives back.
+# CPU time of the worker's thread while the request ran, not wall time: on a busy machine a PNG GET can wait 50 ms
+# for the CPU, and trimming after each of those would cost more than it gives back. The thread's time includes the
+# other greenlets' (every connection shares it): at most one trim a second, however many requests end.
 HEAVY_REQUEST_CPU_S = 0.02
+TRIM_EVERY_S = 1.0
+_last_trim = 0.0
 
 
 def pre_request(worker, req) -> None:
@@ -105,7 +121,11 @@ def pre_request(worker, req) -> None:
 
 def post_request(worker, req, environ, resp) -> None:
     """After a heavy request (generation, seeding, long lists), give the memory it freed back to the system."""
-    if _LIBC is not None and time.thread_time() - getattr(req, "cpu_at_start", 0.0) >= HEAVY_REQUEST_CPU_S:
+    global _last_trim
+    if _LIBC is None or time.thread_time() - getattr(req, "cpu_at_start", 0.0) < HEAVY_REQUEST_CPU_S:
+        return
+    if time.monotonic() - _last_trim >= TRIM_EVERY_S:
+        _last_trim = time.monotonic()
         _LIBC.malloc_trim(0)
 
 

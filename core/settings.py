@@ -50,10 +50,10 @@ class Settings:
     ratelimit_fail_open: bool = False  # the limit store down: skip the limits with a warning rather than answer 503
     app_env: str = "development"
     web_concurrency: int | None = None
-    worker_threads: int = 8
+    worker_connections: int = 1000  # open connections each gunicorn worker holds at once (gevent)
     trusted_proxies: int = 0
     # Jobs: where generation runs, how long a job may stay claimed, how long an Idempotency-Key is remembered.
-    job_workers: int = 4
+    job_workers: int = 100  # jobs each process runs at once: they wait on vendors, not on our CPU
     job_stale_s: float | None = None  # None: 2 x the longest a job can run (see jobs/state.py)
     celery_broker_url: str | None = field(default=None, repr=False)  # may hold a password
     celery_queue: str = "futurepast-jobs"
@@ -153,7 +153,7 @@ class Settings:
             ratelimit_fail_open=flag("RATELIMIT_FAIL_OPEN", defaults.ratelimit_fail_open),
             app_env=choice("APP_ENV", defaults.app_env, APP_ENVS),
             web_concurrency=int(number("WEB_CONCURRENCY", 0, int, 1)) or None,
-            worker_threads=int(number("WORKER_THREADS", defaults.worker_threads, int, 1)),
+            worker_connections=int(number("WORKER_CONNECTIONS", defaults.worker_connections, int, 1)),
             trusted_proxies=int(number("TRUSTED_PROXIES", defaults.trusted_proxies, int, 0)),
             job_workers=int(number("JOB_WORKERS", defaults.job_workers, int, 1)),
             job_stale_s=number("JOB_STALE_S", None, float, 1) if get("JOB_STALE_S") else None,

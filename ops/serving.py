@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask
 from flask.helpers import get_debug_flag
-from gunicorn.app.base import Application
 from sqlalchemy import make_url
 
 from core.settings import Settings, read_env_file
@@ -19,21 +19,9 @@ from providers import Generator
 
 log = logging.getLogger(__name__)
 
-GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
-
-
-class GunicornServer(Application):
-    """The app under gunicorn with gunicorn.conf.py, configured in code: it never reads the command line."""
-
-    def __init__(self, factory: Callable[[], Flask]) -> None:
-        self.factory = factory
-        super().__init__()
-
-    def load_config(self) -> None:
-        self.load_config_from_file(str(GUNICORN_CONF))
-
-    def load(self) -> Flask:
-        return self.factory()
+REPO = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = REPO / "gunicorn.conf.py"
+APP = "main:create_app()"
 
 
 def startup_line(settings: Settings, base_url: str) -> str:
@@ -60,11 +48,10 @@ def make_url_safe(url: str) -> str:
 
 
 def serve(factory: Callable[[], Flask]) -> None:
-    """Serve the app `factory` builds: gunicorn, or with FLASK_DEBUG=1 Werkzeug's development server."""
+    """Serve the app: the production server, or with FLASK_DEBUG=1 Werkzeug's development server on `factory`."""
     read_env_file()
     if not get_debug_flag():
-        GunicornServer(factory).run()
-        return
+        exec_gunicorn()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # chatty; core/schema.py says when it upgrades
     app = factory()
@@ -72,3 +59,10 @@ def serve(factory: Callable[[], Flask]) -> None:
     if os.environ.get("WERKZEUG_RUN_MAIN") == "true":  # the reloader's child serves; its parent only watches files
         log.info(startup_line(app_settings, f"http://{app_settings.host}:{app_settings.port}"))
     app.run(host=app_settings.host, port=app_settings.port, debug=True, use_reloader=True)
+
+
+def exec_gunicorn() -> None:
+    """Become the README's production command, `gunicorn -c gunicorn.conf.py 'main:create_app()'`, in this process:
+    gevent must patch the standard library before the app is imported, which this process has done already."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), APP])

@@ -54,7 +54,7 @@ def server_env(folder: Path, database_url: str, **settings: str) -> dict[str, st
     """The environment of a server on `database_url` with its images in `folder`, and nothing of the caller's."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(("TEST_", "PROMETHEUS_"))}
     env.update({"DATABASE_URL": database_url, "IMAGE_DIR": str(folder / "images"), "HOST": "127.0.0.1",
-                "PORT": str(free_port()), "PYTHONPATH": str(REPO), "WEB_CONCURRENCY": "2", "WORKER_THREADS": "4"})
+                "PORT": str(free_port()), "PYTHONPATH": str(REPO), "WEB_CONCURRENCY": "2"})
     env.update(settings)
     return env
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
-import runpy
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from gunicorn.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.settings import Settings
@@ -26,38 +26,41 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
     return f"sqlite:///{path}"
 
 
-def gunicorn_config(monkeypatch, tmp_path, **settings: str) -> Config:
-    """gunicorn.conf.py as gunicorn loads it, under these settings."""
-    monkeypatch.chdir(tmp_path)  # no developer's .env
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.delenv("SENDFILE", raising=False)
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    config = Config()
-    for name, value in runpy.run_path(str(REPO / "gunicorn.conf.py")).items():
-        if name in config.settings:
-            config.set(name, value)
-    return config
+def gunicorn_config(tmp_path, **settings: str) -> dict:
+    """The values of gunicorn.conf.py as gunicorn loads it, under these settings, read in a process of its own: the
+    file patches the standard library for gevent, which this one must not be."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("TEST_", "SENDFILE"))}
+    env.update(settings, PROMETHEUS_MULTIPROC_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    script = ("import json, sys; from gunicorn.config import Config; c = Config(); "
+              "from gunicorn.app.base import Application; "
+              "[c.set(k, v) for k, v in Application.get_config_from_filename(None, sys.argv[1]).items() "
+              "if k in c.settings]; "
+              "print(json.dumps({k: getattr(c, k) for k in ('bind', 'worker_class_str', 'workers', "
+              "'worker_connections', 'timeout', 'graceful_timeout', 'keepalive', 'sendfile', 'preload_app')}))")
+    result = subprocess.run([sys.executable, "-c", script, str(REPO / "gunicorn.conf.py")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)  # cwd: no developer's .env
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
-def test_gunicorn_config_suits_long_generation_calls(monkeypatch, tmp_path):
-    config = gunicorn_config(monkeypatch, tmp_path, HOST="0.0.0.0", PORT="8080", WEB_CONCURRENCY="3",
-                             WORKER_THREADS="6", PROVIDER_TIMEOUT_S="60", PROVIDER_RETRIES="3")
-    assert config.bind == ["0.0.0.0:8080"]
-    assert config.worker_class_str == "gthread"
-    assert (config.workers, config.threads) == (3, 6)
-    provider_deadline = 60 * (3 + 1)  # one provider with every retry spent
-    assert config.timeout > provider_deadline
-    assert config.graceful_timeout >= config.timeout
-    assert config.sendfile is True
-    assert config.preload_app is True  # the master sets the metrics folder before it builds the app
+def test_gunicorn_config_serves_connections_on_greenlets(tmp_path):
+    config = gunicorn_config(tmp_path, HOST="0.0.0.0", PORT="8080", WEB_CONCURRENCY="3",
+                             WORKER_CONNECTIONS="500", PROVIDER_TIMEOUT_S="60", PROVIDER_RETRIES="3")
+    assert config["bind"] == ["0.0.0.0:8080"]
+    assert config["worker_class_str"] == "gevent"
+    assert (config["workers"], config["worker_connections"]) == (3, 500)
+    provider_deadline = 60 * (3 + 1)  # one provider with every retry spent: a SIGTERM lets that finish
+    assert config["graceful_timeout"] > provider_deadline
+    assert config["sendfile"] is True
+    assert config["preload_app"] is True  # the master sets the metrics folder before it builds the app
+    assert gunicorn_config(tmp_path)["worker_connections"] == 1000
 
 
-def test_gunicorn_timeouts_follow_the_provider_settings(monkeypatch, tmp_path):
-    short = gunicorn_config(monkeypatch, tmp_path, PROVIDER_TIMEOUT_S="5", PROVIDER_RETRIES="0")
-    long = gunicorn_config(monkeypatch, tmp_path, PROVIDER_TIMEOUT_S="120", PROVIDER_RETRIES="5")
-    assert short.timeout < long.timeout
-    assert long.timeout > 120 * 6
+def test_gunicorn_graceful_shutdown_follows_the_provider_settings(tmp_path):
+    short = gunicorn_config(tmp_path, PROVIDER_TIMEOUT_S="5", PROVIDER_RETRIES="0")
+    long = gunicorn_config(tmp_path, PROVIDER_TIMEOUT_S="120", PROVIDER_RETRIES="5")
+    assert short["graceful_timeout"] < long["graceful_timeout"]
+    assert long["graceful_timeout"] > 120 * 6
 
 
 def test_python_main_serves_under_gunicorn(tmp_path, sqlite_url):
@@ -69,7 +72,7 @@ def test_python_main_serves_under_gunicorn(tmp_path, sqlite_url):
         assert len(server.wait_for_log(r"Booting worker with pid", 2)) == 2  # WEB_CONCURRENCY
         assert_startup_line(server, tmp_path)
         log = server.log()
-    assert "Using worker: gthread" in log
+    assert "Using worker: gevent" in log
     assert re.search(r"method=GET path=/view-all-achievement status=200 duration_ms=\S+ request_id=r-1", log)
 
 
@@ -92,7 +95,7 @@ def assert_startup_line(server, folder) -> None:
     line = lines[0]
     assert line.startswith(f"Serving on {server.base_url} (API docs: {server.base_url}/docs); "), line
     assert f"database sqlite:///{folder}/app.db; images in folder {folder}/images;" in line, line
-    assert line.endswith("image providers local; text provider local; jobs in process (4 per worker)"), line
+    assert line.endswith("image providers local; text provider local; jobs in process (100 per worker)"), line
     docs = re.search(r"API docs: (\S+)\)", line).group(1)
     assert requests.get(docs, timeout=10).status_code == 200
 
