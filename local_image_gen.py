@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
+from core.cpu import cpu_bound
 from core.errors import ProviderError
 from core.png import encode
 from core.provider_types import ImageSpec, RawImage
@@ -537,10 +538,14 @@ def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     """Draw the spec's storefront or badge as PNG bytes of exactly spec.width x spec.height."""
     if not (0 < spec.width <= 8192 and 0 < spec.height <= 8192):
         raise ProviderError(NAME, f"the local renderer cannot draw a {spec.width}x{spec.height} image")
-    draw = _badge if spec.kind == "badge" else _storefront
     try:
-        png = encode(draw(spec, spec.width * SS, spec.height * SS).reduce(SS))
+        png = cpu_bound(_render, spec)
     except (OSError, ValueError, MemoryError) as error:
         raise ProviderError(NAME, f"the local renderer failed: {error}") from None
     seed = int.from_bytes(hashlib.sha256(spec.prompt.encode("utf-8", "surrogatepass")).digest()[:4], "big")
     return RawImage(png, MODEL, seed)
+
+
+def _render(spec: ImageSpec) -> bytes:
+    draw = _badge if spec.kind == "badge" else _storefront
+    return encode(draw(spec, spec.width * SS, spec.height * SS).reduce(SS))

@@ -26,6 +26,7 @@ import local_image_gen
 import stability_gen
 from core import ledger as ledgers
 from core.celebrations import nearest_celebration
+from core.cpu import cpu_bound
 from core.errors import ContentRejected, ProviderError
 from core.png import MAX_SOURCE_PIXELS, PNG_SIGNATURE, add_text_chunks, check_png, fit_to_png
 from core.provider_types import AchievementDraft, GeneratedImage, ImageSpec, RawImage
@@ -118,7 +119,7 @@ class Generator:
         for provider in ready + cooling:
             try:
                 with self.watch("image", provider.NAME), ledgers.calls(self.ledger, "image", provider):
-                    png = to_png(provider.generate_image(spec, self.settings), spec, provider.NAME)
+                    png = cpu_bound(to_png, provider.generate_image(spec, self.settings), spec, provider.NAME)
                 return GeneratedImage(png, spec.width, spec.height, provider.NAME)
             except ContentRejected:
                 raise
