@@ -210,6 +210,9 @@ def warm_up(settings: Settings) -> None:
     """Build the client and the reply's model before the first request needs them (~0.2 s on the first call)."""
     client = client_for(settings)
     _ = client.chat.completions  # the SDK imports its resources on first access
+    # The platform headers of every request: the SDK works them out once, running `uname -p` in a subprocess, and a
+    # burst of first requests (greenlets of one worker) each ran its own before the first had filled the cache.
+    _ = client.default_headers
     openai.types.chat.ChatCompletion.model_validate({
         "id": "warm-up", "object": "chat.completion", "created": 0, "model": settings.openai_model,
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}],

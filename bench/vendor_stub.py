@@ -43,9 +43,18 @@ ACHIEVEMENT = {
 }
 
 
-@lru_cache(maxsize=16)
+_making = threading.Lock()
+
+
 def noisy_png(width: int, height: int) -> bytes:
-    """A deterministic gradient-plus-noise PNG of the given size (made once per size)."""
+    """A deterministic gradient-plus-noise PNG of the given size, made once per size: a burst of first callers waits
+    for one of them to make it (each making its own took a second of CPU apiece, a minute for 100 at once)."""
+    with _making:
+        return _noisy_png(width, height)
+
+
+@lru_cache(maxsize=16)
+def _noisy_png(width: int, height: int) -> bytes:
     rng = random.Random(width * 100_003 + height)
     noise = Image.frombytes("RGB", (width, height), rng.randbytes(3 * width * height))
     noise = noise.point(lambda v: v % NOISE_LEVELS)
@@ -76,6 +85,7 @@ class VendorStub(ThreadingHTTPServer):
     """The stub server: `latency_s` is read on every request, `calls` counts answered calls per vendor."""
 
     daemon_threads = True
+    request_queue_size = 1024  # a burst of hundreds of callers connects at once, as to a real vendor
 
     def __init__(self, port: int = 0, latency_s: float = 0.0) -> None:
         super().__init__(("127.0.0.1", port), StubHandler)
