@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,3 +107,79 @@ def stop(process: subprocess.Popen) -> int:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     return process.returncode
+
+
+class Burst:
+    """`count` HTTP requests sent at once on connections of their own, from one background thread (a selector, not a
+    thread per client: the clients must not be what is slow); each answer's status and when it ended."""
+
+    def __init__(self, base_url: str, method: str, path: str, count: int, headers: dict[str, str] | None = None,
+                 timeout_s: float = 120) -> None:
+        host, port = base_url.removeprefix("http://").split(":")
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Length: 0", "Connection: close",
+                 *(f"{name}: {value}" for name, value in (headers or {}).items())]
+        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self.address, self.count, self.timeout_s = (host, int(port)), count, timeout_s
+        self.started = time.monotonic()
+        self.answers: list[tuple[int | None, float]] = []  # (status or None when cut, seconds since the start)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for _ in range(self.count):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(self.address)
+            selector.register(sock, selectors.EVENT_WRITE, [b""])
+        deadline = self.started + self.timeout_s
+        while selector.get_map() and time.monotonic() < deadline:
+            for key, events in selector.select(timeout=0.5):
+                sock, received = key.fileobj, key.data
+                try:
+                    if events & selectors.EVENT_WRITE:
+                        sock.sendall(self.request)  # small: the kernel's buffer takes it at once
+                        selector.modify(sock, selectors.EVENT_READ, received)
+                        continue
+                    chunk = sock.recv(65536)
+                except OSError:  # refused or reset: no answer
+                    chunk = b""
+                if chunk:
+                    received[0] += chunk
+                    continue
+                selector.unregister(sock)
+                sock.close()
+                status = received[0][9:12]
+                self.answers.append((int(status) if status.isdigit() else None, time.monotonic() - self.started))
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()
+            self.answers.append((None, time.monotonic() - self.started))
+        selector.close()
+
+    def wait(self) -> list[tuple[int | None, float]]:
+        """Every answer, once all have come (or the timeout has passed)."""
+        self.thread.join()
+        return self.answers
+
+
+@contextmanager
+def vendor_stub(latency_s: float) -> Iterator[str]:
+    """bench/vendor_stub.py in a process of its own (so that it competes with the test for no lock), answering after
+    `latency_s`; its URL."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(REPO / "bench" / "vendor_stub.py"), "--port", str(port),
+                                "--latency", str(latency_s)], stdout=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise AssertionError("the vendor stub did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        stop(process)
