@@ -77,8 +77,8 @@ def start_server(folder: Path, database_url: str, args) -> tuple[subprocess.Pope
                 "IMAGE_PROVIDER": "local", "TEXT_PROVIDER": "local"})
     if args.workers:
         env["WEB_CONCURRENCY"] = str(args.workers)
-    if args.threads:
-        env["WORKER_THREADS"] = str(args.threads)
+    if args.connections:
+        env["WORKER_CONNECTIONS"] = str(args.connections)
     log_path = folder / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, str(REPO / "main.py")], cwd=folder, env=env, stdout=log,
@@ -257,7 +257,7 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=50_000, help="at most this many requests per database")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: gunicorn.conf.py's)")
-    parser.add_argument("--threads", type=int, help="threads per worker (default: gunicorn.conf.py's)")
+    parser.add_argument("--connections", type=int, help="connections per worker (default: gunicorn.conf.py's)")
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--postgres-url", default=os.environ.get("TEST_DATABASE_URL") or DEFAULT_POSTGRES,
                         help="a PostgreSQL on 127.0.0.1; the bench works in a schema of its own, dropped after")
