@@ -91,6 +91,7 @@ class VendorStub(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), StubHandler)
         self.latency_s = latency_s
         self.calls: Counter[str] = Counter()
+        self.received: Counter[str] = Counter()  # calls that have arrived, answered or not yet
         self.lock = threading.Lock()
 
     @property
@@ -109,8 +110,21 @@ class StubHandler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - quiet: the harness prints its own table
         pass
 
+    def do_GET(self):  # noqa: N802 - the name http.server dispatches to
+        """`GET /stub/calls`: the calls received and answered so far, per vendor (for a harness in another process)."""
+        if self.path != "/stub/calls":
+            return self.answer(404, json.dumps({"error": f"no route {self.path}"}).encode(), "application/json")
+        with self.server.lock:
+            counts = {"received": dict(self.server.received), "answered": dict(self.server.calls)}
+        self.answer(200, json.dumps(counts).encode(), "application/json")
+
     def do_POST(self):  # noqa: N802 - the name http.server dispatches to
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        vendor = ("clipdrop" if self.path == CLIPDROP_PATH else "stability" if self.path.startswith(STABILITY_PREFIX)
+                  else "openai" if self.path == OPENAI_PATH else None)
+        if vendor is not None:
+            with self.server.lock:
+                self.server.received[vendor] += 1
         if self.path == CLIPDROP_PATH:
             self.clipdrop(body)
         elif self.path.startswith(STABILITY_PREFIX):

@@ -19,12 +19,12 @@ import time
 import pytest
 import requests
 
-from conftest import postgres_base_url
+from conftest import postgres_base_url, wait_until
 from fakes import CLIPDROP_KEY
 from serving import REPO, Burst, running, server_env, vendor_stub
 
 GENERATIONS = 300
-VENDOR_LATENCY_S = 2.0  # per call; an achievement is a text call, then an image call
+VENDOR_LATENCY_S = 4.0  # per call; an achievement is a text call, then an image call
 SLOW_CLIENTS = 200
 KEEPALIVE_S = 5  # gunicorn.conf.py: also the time a client gets to send its headers
 
@@ -40,12 +40,16 @@ def server(tmp_path_factory, sqlite_template):
                          CLIPDROP_API_KEY=CLIPDROP_KEY, CLIPDROP_API_URL=stub_url, TEXT_PROVIDER="openai",
                          OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=f"{stub_url}/v1", PROVIDER_RETRIES="0")
         with running(env, folder) as live:
+            live.stub_url = stub_url
             yield live
 
 
 def test_a_read_answers_while_hundreds_of_generations_wait(server):
     burst = Burst(server.base_url, "POST", "/gen-achievement-image?date=31%20Oct&product=soju", GENERATIONS)
-    time.sleep(0.5)  # the generations are in; none can end before its two vendor calls
+    # Once every generation has made its text call, all of them wait on the vendors: none can end before its image
+    # call too, VENDOR_LATENCY_S later at the earliest.
+    wait_until(lambda: requests.get(f"{server.stub_url}/stub/calls", timeout=10).json()["received"].get("openai", 0)
+               >= GENERATIONS, 120, "the generations did not all reach the vendor")
     read = requests.get(server.url("/view-all-achievement?limit=5"), timeout=60)
     read_at = time.monotonic() - burst.started
     health = requests.get(server.url("/healthz"), timeout=60)
