@@ -28,12 +28,16 @@ import shutil
 import tempfile
 import time
 
+from core.errors import ConfigError
 from core.settings import from_environment
 from ops import gunicorn_errors
 from ops.serving import startup_line
 from providers import warm_up
 
-_settings = from_environment()
+try:
+    _settings = from_environment()
+except ConfigError as error:  # a setting the service cannot use: one line that names it, not a traceback
+    raise SystemExit(str(error)) from None
 # Requests gunicorn refuses itself (too long, malformed) are answered in the service's JSON error shape.
 gunicorn_errors.install()
 # Metrics are shared through files: one folder per server, wiped at start. prometheus_client reads this variable

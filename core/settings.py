@@ -149,7 +149,7 @@ class Settings:
             max_request_bytes=int(number("MAX_REQUEST_BYTES", defaults.max_request_bytes, int, 1)),
             generation_rate_limit=_rate_limit("GENERATION_RATE_LIMIT", get("GENERATION_RATE_LIMIT")),
             verify_rate_limit=_rate_limit("VERIFY_RATE_LIMIT", text("VERIFY_RATE_LIMIT", defaults.verify_rate_limit)),
-            ratelimit_storage_uri=get("RATELIMIT_STORAGE_URI"),
+            ratelimit_storage_uri=_limit_store_url(get("RATELIMIT_STORAGE_URI")),
             ratelimit_fail_open=flag("RATELIMIT_FAIL_OPEN", defaults.ratelimit_fail_open),
             app_env=choice("APP_ENV", defaults.app_env, APP_ENVS),
             web_concurrency=int(number("WEB_CONCURRENCY", 0, int, 1)) or None,
@@ -221,6 +221,19 @@ def _rate_limit(name: str, value: str | None) -> str | None:
         parse_many(value)
     except ValueError:
         raise ConfigError(f"{name}={value!r} is not a rate limit such as '30/minute'") from None
+    return value
+
+
+def _limit_store_url(value: str | None) -> str | None:
+    """RATELIMIT_STORAGE_URI: a store the `limits` package knows (its message names the scheme, never the URL: it may
+    hold a password)."""
+    from limits.storage import SCHEMES
+
+    scheme = urlsplit(value).scheme.lower() if value else None
+    known = sorted(name for name in SCHEMES if not name.startswith("async+") and name != "futurepast-database")
+    if value is not None and scheme not in known:
+        raise ConfigError(f"RATELIMIT_STORAGE_URI has the scheme {scheme or 'none'!r}; it must be one of: "
+                          f"{', '.join(known)}")
     return value
 
 

@@ -365,6 +365,12 @@ def test_production_with_a_database_url_that_does_not_answer_says_so_in_one_line
     assert "The database does not answer (DATABASE_URL=postgresql" in assert_one_line(result, "DATABASE_URL")
 
 
+def test_a_setting_the_service_cannot_use_is_one_line_without_its_secret(tmp_path):
+    result = start_production(tmp_path, "sqlite:///unused.db", RATELIMIT_STORAGE_URI="redsi://:pw-5ecret@cache:6379")
+    assert "RATELIMIT_STORAGE_URI has the scheme 'redsi'" in assert_one_line(result, "RATELIMIT_STORAGE_URI")
+    assert "pw-5ecret" not in result.stderr
+
+
 def test_a_database_url_that_cannot_be_read_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as stopped:
         create_app({"TESTING": True, "DATABASE_URL": "postgres//not-a-url", "IMAGE_DIR": str(tmp_path)})

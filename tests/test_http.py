@@ -85,7 +85,9 @@ def test_cors_every_origin_by_default(client):
 
 
 @pytest.mark.parametrize(("name", "value"), [("PORT", "x"), ("STABILITY_ENGINE", "foo"), ("IMAGE_PROVIDER", "dall-e"),
-                                             ("PROVIDER_RETRIES", "-1"), ("GENERATION_RATE_LIMIT", "lots")])
+                                             ("PROVIDER_RETRIES", "-1"), ("GENERATION_RATE_LIMIT", "lots"),
+                                             ("RATELIMIT_STORAGE_URI", "redsi://cache:6379"),
+                                             ("RATELIMIT_FAIL_OPEN", "maybe"), ("JOB_RETENTION_DAYS", "0")])
 def test_unusable_setting_stops_start_up(make_app, name, value):
     with pytest.raises(ConfigError, match=name):
         make_app(**{name: value})
