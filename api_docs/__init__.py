@@ -6,15 +6,29 @@ import json
 from pathlib import Path
 
 import flask_swagger_ui
-from flask import Blueprint, Flask, current_app, jsonify, render_template_string, request, send_from_directory
+from flask import Blueprint, Flask, current_app, jsonify, render_template_string, send_from_directory
+from markupsafe import Markup
 
 from core.errors import NotFound
+from core.http_edge import base_url, inline_hash, page_headers
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 # Swagger UI 5 (the first to render OpenAPI 3.1), as the flask-swagger-ui package ships it: no CDN needed.
 SWAGGER_UI_DIR = Path(flask_swagger_ui.__file__).parent / "dist"
 SWAGGER_UI_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
-# validatorUrl: null, or Swagger UI would send the document to an online validator.
+# validatorUrl: null, or Swagger UI would send the document to an online validator. The script is inline, allowed by
+# its hash in the page's Content-Security-Policy: no other inline script can run on the page where the admin token
+# is typed.
+DOCS_SCRIPT = """
+    window.ui = SwaggerUIBundle({
+      url: {{ url_for('docs.openapi_document') | tojson }},
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      presets: [SwaggerUIBundle.presets.apis],
+      layout: "BaseLayout",
+      validatorUrl: null
+    });
+  """
 DOCS_PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -26,19 +40,13 @@ DOCS_PAGE = """<!DOCTYPE html>
 <body>
   <div id="swagger-ui"></div>
   <script src="{{ url_for('docs.docs_asset', filename='swagger-ui-bundle.js') }}"></script>
-  <script>
-    window.ui = SwaggerUIBundle({
-      url: {{ url_for('docs.openapi_document') | tojson }},
-      dom_id: "#swagger-ui",
-      deepLinking: true,
-      presets: [SwaggerUIBundle.presets.apis],
-      layout: "BaseLayout",
-      validatorUrl: null
-    });
-  </script>
+  <script>{{ script }}</script>
 </body>
 </html>
 """
+# Swagger UI shows its icons as data: URIs, and "Try it out" calls this service; nothing else, from nowhere else.
+DOCS_POLICY = ("default-src 'none'; script-src 'self' {script}; style-src 'self'; "
+               "img-src 'self' data:; connect-src 'self'; form-action 'none'")
 
 docs = Blueprint("docs", __name__)
 
@@ -50,16 +58,20 @@ def load_openapi() -> dict:
 
 @docs.get("/openapi.json")
 def openapi_document():
-    """The OpenAPI document, its `servers` naming the address it was fetched from."""
+    """The OpenAPI document, its `servers` naming the service's public URL (PUBLIC_BASE_URL, else in development the
+    address it was fetched from)."""
     document = current_app.extensions["openapi"]
-    servers = [{"url": request.url_root.rstrip("/")}]
+    servers = [{"url": base_url()}]
     return jsonify({"openapi": document["openapi"], "info": document["info"], "servers": servers, **document})
 
 
 @docs.get("/docs")
 def docs_page():
     """Swagger UI rendering the OpenAPI document, every asset served by this service."""
-    return render_template_string(DOCS_PAGE, title=current_app.extensions["openapi"]["info"]["title"])
+    script = render_template_string(DOCS_SCRIPT)
+    page = render_template_string(DOCS_PAGE, title=current_app.extensions["openapi"]["info"]["title"],
+                                  script=Markup(script))
+    return page_headers(current_app.make_response(page), DOCS_POLICY.format(script=inline_hash(script)))
 
 
 @docs.get("/docs/<filename>")

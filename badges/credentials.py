@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from badges.issuer import OB_CONTEXT, VC_CONTEXT, base_url, issuer_profile, subject_id, timestamp
+from badges.issuer import OB_CONTEXT, VC_CONTEXT, issuer_profile, subject_id, timestamp
 from badges.proofs import as_vc_jwt
 from badges.status import status_position
 from core.db import find_achievement, find_user, get_session
 from core.errors import NotFound
+from core.http_edge import base_url
 from models import Achievement, BadgeCredential, User, UserAchievement
 
 

@@ -6,19 +6,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from flask import current_app, request
+from flask import current_app
 
 from badges.dataintegrity import multikey_document, public_key_multibase
 from badges.signing import badge_keys
+from core.http_edge import base_url
 
 VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
 OB_CONTEXT = "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"
 DID_CONTEXT = "https://www.w3.org/ns/did/v1"
-
-
-def base_url() -> str:
-    """Where clients reach this service: PUBLIC_BASE_URL, else (development) the URL of the current request."""
-    return current_app.extensions["settings"].public_base_url or request.host_url.rstrip("/")
 
 
 def issuer_id() -> str:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import re
+from pathlib import Path
+
 from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 from sqlalchemy import select
 
 from badges.credentials import signed_credential
-from badges.issuer import base_url
 from badges.verify import verify_jwt
 from core.db import get_session
 from core.errors import ApiError
+from core.http_edge import base_url, inline_hash, page_headers
 from core.params import parse_id, parse_int
 from models import Achievement, BadgeCredential, Storefront
 
@@ -17,17 +21,22 @@ pages = Blueprint("pages", __name__, template_folder="templates")
 
 PER_PAGE = 12
 MAX_PAGE = 10_000
-# Everything a page uses comes from this service: no script at all, styles inline, images from us (or a CDN
-# the image store may hand out, hence any image source).
-CSP = "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@functools.cache
+def policy() -> str:
+    """The pages' Content-Security-Policy: everything from this service, no script at all, and only the one inline
+    style sheet of base.html (by its hash: no other inline style applies)."""
+    style = re.search(r"<style>(.*?)</style>", (TEMPLATES / "base.html").read_text(encoding="utf-8"), re.S)[1]
+    return f"default-src 'none'; img-src 'self'; style-src {inline_hash(style)}; form-action 'none'"
 
 
 @pages.after_request
-def page_headers(response):
-    """Every page: a policy that forbids scripts and other hosts' styles, and no caching of the verdict."""
-    response.headers["Content-Security-Policy"] = CSP
+def add_page_headers(response):
+    """Every page: the policy above with the other HTML headers, and no caching of the verdict."""
     response.headers.setdefault("Cache-Control", "no-cache")  # the verification line may change at any time
-    return response
+    return page_headers(response, policy())
 
 
 @pages.context_processor

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from badges.issuer import VC_CONTEXT, base_url, issuer_id, timestamp
+from badges.issuer import VC_CONTEXT, issuer_id, timestamp
+from core.http_edge import base_url
 from models import BadgeCredential
 
 # Bitstring Status List: at least 16 KiB of bits per list, so that one bit says little about whose badge it is.

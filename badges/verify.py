@@ -13,11 +13,12 @@ from pyld.jsonld import JsonLdError
 from sqlalchemy.orm import Session
 
 from badges.dataintegrity import CRYPTOSUITE, single_proof, verify_proof
-from badges.issuer import base_url, di_key_url, issuer_id, jwt_key_url
+from badges.issuer import di_key_url, issuer_id, jwt_key_url
 from badges.rdfc import canonicalizer
 from badges.signing import REGISTRY, badge_keys, numeric_date
 from badges.status import LIST_SIZE, last_list, status_bit
 from core.errors import ApiError
+from core.http_edge import base_url
 from core.params import load_json
 from core.png import add_text_chunks, read_text_chunk
 

@@ -74,6 +74,8 @@ class Settings:
     image_url_ttl_s: int = 3600
     # Where clients reach the service: the start of every absolute URL it writes (None: the request's own URL).
     public_base_url: str | None = None
+    # The Host names the service answers to (empty: any); another Host is 400 bad_request.
+    trusted_hosts: tuple[str, ...] = ()
     # Verifiable badges: the VC-JWT key and the Data Integrity key (PEM text or files), and the issuer's name.
     badge_signing_key: str | None = field(default=None, repr=False)
     badge_di_signing_key: str | None = field(default=None, repr=False)
@@ -177,6 +179,7 @@ class Settings:
             image_public_base_url=(get("IMAGE_PUBLIC_BASE_URL") or "").rstrip("/") or None,
             image_url_ttl_s=int(number("IMAGE_URL_TTL_S", defaults.image_url_ttl_s, int, 1)),
             public_base_url=_public_base_url(get("PUBLIC_BASE_URL"), get("BADGE_ISSUER_URL")),
+            trusted_hosts=_trusted_hosts(get("TRUSTED_HOSTS")),
             badge_signing_key=get("BADGE_SIGNING_KEY"),
             badge_di_signing_key=get("BADGE_DI_SIGNING_KEY"),
             badge_issuer_name=text("BADGE_ISSUER_NAME", defaults.badge_issuer_name),
@@ -254,6 +257,15 @@ def _public_base_url(value: str | None, older_name: str | None) -> str | None:
         raise ConfigError(f"{name}={value!r} must be an absolute http(s) URL with no query, such as "
                           "https://badges.example")
     return value.rstrip("/")
+
+
+def _trusted_hosts(value: str | None) -> tuple[str, ...]:
+    """TRUSTED_HOSTS: host names (a port allowed), comma-separated; `.example.com` is that domain and its subdomains."""
+    hosts = tuple(host.strip().lower() for host in (value or "").split(",") if host.strip())
+    for host in hosts:
+        if "/" in host or " " in host or "@" in host:
+            raise ConfigError(f"TRUSTED_HOSTS has {host!r}: list host names such as api.example.com, not URLs")
+    return hosts
 
 
 def _store_url(value: str | None) -> str | None:

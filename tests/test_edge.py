@@ -207,3 +207,33 @@ def test_a_malformed_request_is_json_400(production, request_bytes):
 
 def test_the_server_still_answers_after_refusing(production):
     assert requests.get(production.url("/view-all-achievement"), timeout=10).status_code == 200
+
+
+# --- the public URL is configuration --------------------------------------------------------------
+
+
+def test_a_host_header_never_reaches_a_credential_a_page_or_a_link(production):
+    evil = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    admin = {**evil, "Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def call(method: str, path: str, **kwargs) -> requests.Response:
+        response = requests.request(method, production.url(path), timeout=60, **kwargs)
+        assert response.status_code < 400, (path, response.status_code, response.text[:300])
+        assert b"evil.example" not in response.content, path
+        assert "evil.example" not in str(response.headers), path
+        return response
+
+    if requests.get(production.url("/users/1/achievements/1/credential"), timeout=30).status_code == 404:
+        call("POST", "/seed-specific", headers=admin)
+        call("POST", "/seedrandom", headers=admin, json={"users": 0, "achievements": 1, "storefronts": 0})
+        call("POST", "/add-achievement?user_id=1&achievement_id=1", headers=evil)
+    credential = call("GET", "/users/1/achievements/1/credential", headers=evil).json()
+    assert credential["issuer"]["id"] == "https://badges.example/issuer"
+    assert credential["credentialStatus"]["statusListCredential"].startswith("https://badges.example/status/")
+    for path in ("/users/1/achievements/1/credential?format=jwt", "/users/1/achievements/1/credential?format=ldp",
+                 "/users/1/achievements/1/badge.png", "/issuer", "/status/1", "/.well-known/jwks.json",
+                 "/achievements/1", "/share/1/1", "/gallery", "/openapi.json", "/docs"):
+        call("GET", path, headers=evil)
+    assert call("GET", "/openapi.json", headers=evil).json()["servers"] == [{"url": "https://badges.example"}]
+    job = call("POST", "/gen-achievement-image?date=31 Oct&product=soju", headers={**evil, "Prefer": "respond-async"})
+    assert job.headers["Location"].startswith("/jobs/")  # relative: the client's own origin

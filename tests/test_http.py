@@ -129,3 +129,20 @@ def test_generation_rate_limit_per_route(make_app):
 def test_no_rate_limit_by_default(client):
     for _ in range(40):
         assert client.post("/gen-achievement-image").status_code == 400
+
+
+def test_trusted_hosts_answer_any_other_host_with_json_400(make_app):
+    client = make_app(TRUSTED_HOSTS="api.shop.example, .cdn.example, 127.0.0.1").test_client()
+    for host in ("api.shop.example", "api.shop.example:8443", "img.cdn.example", "127.0.0.1:5000"):
+        assert client.get("/view-all-achievement", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", "api.shop.example.evil.example", "shop.example", "localhost"):
+        response = client.get("/view-all-achievement", headers={"Host": host})
+        assert response.status_code == 400, host
+        assert response.get_json() == {"error": f"Host '{host}' is not trusted.", "code": "bad_request"}
+    assert make_app().test_client().get("/view-all-achievement", headers={"Host": "any.example"}).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["https://api.shop.example", "api.shop.example/path", "a b"])
+def test_trusted_hosts_must_be_host_names(make_app, value):
+    with pytest.raises(ConfigError, match="TRUSTED_HOSTS"):
+        make_app(TRUSTED_HOSTS=value)

@@ -165,3 +165,40 @@ def test_pages_in_chromium(served, browser, viewport):
         assert {urlsplit(url).netloc for url in requested} == {urlsplit(served.base_url).netloc}  # nothing elsewhere
     finally:
         context.close()
+
+
+def test_docs_work_in_chromium_under_their_content_security_policy(served, browser):
+    """Swagger UI renders and "Try it out" calls the service, with a policy that lets no other script run."""
+    context = browser.new_context()
+    console, requested = [], []
+    context.on("console", lambda message: console.append(message.text))
+    context.on("request", lambda request: requested.append(request.url))
+    try:
+        page = context.new_page()
+        answer = page.goto(served.url("/docs"), wait_until="load")
+        policy = answer.headers["content-security-policy"]
+        assert "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
+        page.wait_for_selector(".opblock", timeout=30_000)
+        assert page.locator(".opblock").count() >= 30
+        health = page.locator(".opblock-get").filter(has_text="/healthz").first
+        health.locator(".opblock-summary").click()
+        health.locator("button.try-out__btn").click()
+        health.locator("button.execute").click()
+        page.wait_for_selector(".live-responses-table .response .response-col_status", timeout=30_000)
+        assert health.locator(".live-responses-table .response .response-col_status").first.inner_text() == "200"
+        assert [text for text in console if "Content Security Policy" in text] == []
+        assert {urlsplit(url).netloc for url in requested} == {urlsplit(served.base_url).netloc}
+    finally:
+        context.close()
+
+
+def test_html_pages_send_a_strict_policy_and_no_frames_or_sniffing(site):
+    for path in ("/share/1/1", "/gallery", "/share/1/3", "/docs"):
+        response = site.get(path, headers=BROWSER)
+        assert response.mimetype == "text/html", path
+        policy = [part.strip() for part in response.headers["Content-Security-Policy"].split(";")]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, path
+        assert not any("*" in part or "http" in part or "unsafe" in part for part in policy), path
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+        assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin", path
+        assert response.headers["X-Frame-Options"] == "DENY", path
