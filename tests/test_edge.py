@@ -23,12 +23,12 @@ from serving import REPO, Server, running, server_env
 
 ADMIN_TOKEN = "edge-admin-token"
 GUNICORN = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(REPO / "gunicorn.conf.py")]
-# The README's production command, `python main.py`, and gunicorn's other worker classes: each answers the requests
-# gunicorn refuses in its own way.
+# The README's production command and `python main.py` (gevent workers), and gunicorn's other worker classes: each
+# answers the requests gunicorn refuses in its own way.
 COMMANDS = {"gunicorn": [*GUNICORN, "main:create_app()"],
             "python main.py": [sys.executable, str(REPO / "main.py")],
             "gunicorn sync": [*GUNICORN, "-k", "sync", "main:create_app()"],
-            "gunicorn gevent": [*GUNICORN, "-k", "gevent", "main:create_app()"]}
+            "gunicorn gthread": [*GUNICORN, "-k", "gthread", "main:create_app()"]}
 MIB = 1024 * 1024
 
 
@@ -36,8 +36,6 @@ MIB = 1024 * 1024
 def production(request, tmp_path_factory, sqlite_template) -> Iterator[Server]:
     """The service with the production settings (one worker, so its memory is the one measured), on a migrated
     database, started by each command."""
-    if request.param.endswith("gevent"):
-        pytest.importorskip("gevent", reason="gevent is not installed")
     folder = tmp_path_factory.mktemp("edge")
     shutil.copyfile(sqlite_template, folder / "app.db")
     env = server_env(folder, f"sqlite:///{folder / 'app.db'}", APP_ENV="production", ADMIN_TOKEN=ADMIN_TOKEN,
