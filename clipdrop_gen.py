@@ -27,6 +27,11 @@ def is_configured(settings: Settings) -> bool:
     return bool(settings.clipdrop_api_key)
 
 
+def model(settings: Settings) -> str:
+    """The model that draws: the one Clipdrop has."""
+    return MODEL
+
+
 def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     """Ask Clipdrop for the spec's picture; the bytes are checked and fitted to the spec by the caller."""
     key = settings.clipdrop_api_key

@@ -26,9 +26,11 @@ from badges.credentials import issue, sync
 from core import db, errors, http_edge, observability, schema
 from core.db import find_achievement, find_themes, find_user, get_session, look_up, no_image
 from core.errors import NotFound, first_line
+from core.image_cache import ImageCache
 from core.image_store import store_for
 from core.ledger import Ledger
 from core.params import (
+    asks_fresh,
     json_body,
     param,
     parse_day,
@@ -97,7 +99,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["image_store"] = store_for(settings)
     state = shared_state(engine, settings.ratelimit_storage_uri)
     ledger = app.extensions["ledger"] = Ledger(engine, settings, state, metrics.provider_cost)
-    app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider, state=state, ledger=ledger)
+    cache = app.extensions["image_cache"] = ImageCache(engine, app.extensions["image_store"], settings)
+    app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider, state=state, ledger=ledger,
+                                            cache=cache)
 
     CORS(app, origins=list(settings.cors_origins), expose_headers=[
         "ETag", "Retry-After", "X-Request-ID", "Location", "Preference-Applied", "Idempotent-Replayed"])
@@ -125,12 +129,13 @@ def generate_storefronts():
     """Generate one storefront image per requested theme of the user, concurrently, as a job (see the jobs package)."""
     user_id = parse_id(param("user_id"), "user_id")
     shop_theme = parse_text(param("shop_theme"), "shop_theme")
+    fresh = asks_fresh()
     preferences = read_preferences()
     themes = find_themes(find_user(user_id).recommendations or {}, shop_theme)
 
     check_budget()
-    return submit("storefronts", {"user_id": user_id, "shop_theme": shop_theme}, preferences,
-                       total=len(themes))
+    params = {"user_id": user_id, "shop_theme": shop_theme, **({"fresh": True} if fresh else {})}
+    return submit("storefronts", params, preferences, total=len(themes))
 
 
 @bp.get("/get-user-storefront-images")
@@ -195,9 +200,11 @@ def generate_achievement():
     """Write an achievement for the celebration nearest a date and a product, with its badge image, as a job."""
     day = parse_day(param("date"), "date", today=datetime.now(UTC).date())
     product = parse_text(param("product"), "product")
+    fresh = asks_fresh()
     preferences = read_preferences()
     check_budget()
-    return submit("achievement", {"date": day.isoformat(), "product": product}, preferences)
+    params = {"date": day.isoformat(), "product": product, **({"fresh": True} if fresh else {})}
+    return submit("achievement", params, preferences)
 
 
 @bp.post("/add-achievement")

@@ -1,5 +1,6 @@
 """Every table of the service, as SQLAlchemy 2 models: users, storefronts, achievements and who holds which, badge
-credentials, generation jobs, stored images, the ledger of provider calls and the counters every process shares.
+credentials, generation jobs, stored images and the image cache, the ledger of provider calls and the counters
+every process shares.
 
 Alembic's autogenerate sees exactly what this module declares (`migrations/env.py` imports it), so no table is
 declared anywhere else. This module imports no other module of the project.
@@ -100,6 +101,26 @@ class ImageFile(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImageCacheEntry(Base):
+    """A picture already paid for: the exact request that drew it (its key) and the stored PNG it reuses.
+
+    A row without an image is a request under way: its `claimed_until` lease is what makes identical requests at the
+    same moment wait for one vendor call instead of making their own (see core/image_cache.py).
+    """
+
+    __tablename__ = "image_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of provider, model, kind, prompt, size
+    provider: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    image_sha256: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    width: Mapped[int | None] = mapped_column(Integer, default=None)
+    height: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)  # when it was drawn
+    claimed_until: Mapped[float | None] = mapped_column(Float, default=None)  # seconds since the epoch
 
 
 class ImageColumns:
@@ -267,7 +288,8 @@ class ProviderCall(Base):
     route: Mapped[str | None] = mapped_column(String(200))
     job_id: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128))
-    outcome: Mapped[str] = mapped_column(String(20))  # ok, failed (answered with an error), no_answer
+    # ok, failed (answered with an error), no_answer, or cached (a picture reused: no vendor call, cost 0)
+    outcome: Mapped[str] = mapped_column(String(20))
     status: Mapped[int | None] = mapped_column(Integer)  # the HTTP status, when there was one
     latency_ms: Mapped[float] = mapped_column(Float)
     credits: Mapped[float | None] = mapped_column(Float)  # vendor credits this attempt consumed

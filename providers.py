@@ -1,6 +1,6 @@
 """Generation providers behind one interface: choosing them, failing over, and checking what they return.
 
-An image provider is a module with `NAME`, `is_configured(settings)` and
+An image provider is a module with `NAME`, `is_configured(settings)`, `model(settings)` and
 `generate_image(spec, settings) -> RawImage`; a text provider has `NAME`,
 `is_configured(settings)` and `write_achievement(day, product, settings) -> AchievementDraft`.
 Both raise only the `ProviderError` family of `core/errors.py`; a remote one also has `bill(...)` for the ledger.
@@ -24,10 +24,12 @@ import clipdrop_gen
 import local_achievement_gen
 import local_image_gen
 import stability_gen
+from core import image_cache
 from core import ledger as ledgers
 from core.celebrations import nearest_celebration
 from core.cpu import cpu_bound
 from core.errors import ContentRejected, ProviderError
+from core.image_cache import ImageCache
 from core.png import MAX_SOURCE_PIXELS, PNG_SIGNATURE, add_text_chunks, check_png, fit_to_png
 from core.provider_types import AchievementDraft, GeneratedImage, ImageSpec, RawImage
 from core.settings import Settings
@@ -101,16 +103,19 @@ class Generator:
 
     def __init__(self, settings: Settings,
                  watch: Callable[[str, str], AbstractContextManager] | None = None,
-                 state: SharedState | None = None, ledger: ledgers.Ledger | None = None) -> None:
+                 state: SharedState | None = None, ledger: ledgers.Ledger | None = None,
+                 cache: ImageCache | None = None) -> None:
         self.settings = settings
         self.watch = watch or (lambda _kind, _provider: nullcontext())  # metrics: observability.watch_provider
         self.cooldown = Cooldown(settings.provider_cooldown_s, state)
         self.ledger = ledger  # a row per provider call
+        self.cache = cache  # pictures already paid for
         self.image_chain = image_chain(settings)
         self.text_provider = text_provider(settings)
 
-    def generate_image(self, spec: ImageSpec) -> GeneratedImage:
-        """Try the image providers in order, skipping those cooling down while another can serve."""
+    def generate_image(self, spec: ImageSpec, *, fresh: bool = False) -> GeneratedImage:
+        """Try the image providers in order, skipping those cooling down while another can serve; each one's
+        picture of this exact request is reused from the cache unless `fresh` asks for a new one."""
         # A lone provider is always tried: no need to ask the shared store whether it is cooling down.
         chain = self.image_chain
         ready = [p for p in chain if not self.cooldown.active(p.NAME)] if len(chain) > 1 else list(chain)
@@ -118,9 +123,7 @@ class Generator:
         last_error: ProviderError | None = None
         for provider in ready + cooling:
             try:
-                with self.watch("image", provider.NAME), ledgers.calls(self.ledger, "image", provider):
-                    png = cpu_bound(to_png, provider.generate_image(spec, self.settings), spec, provider.NAME)
-                return GeneratedImage(png, spec.width, spec.height, provider.NAME)
+                return self.draw(provider, spec, fresh)
             except ContentRejected:
                 raise
             except ProviderError as error:
@@ -130,6 +133,21 @@ class Generator:
                 last_error = error
         assert last_error is not None
         raise last_error
+
+    def draw(self, provider: ModuleType, spec: ImageSpec, fresh: bool) -> GeneratedImage:
+        """One provider's picture for the spec: the cached one (a ledger row `cached`, cost 0), else drawn now and
+        kept for the next identical request."""
+        model = provider.model(self.settings)
+        started = time.perf_counter()
+        with image_cache.flight(self.cache, provider.NAME, model, spec, fresh=fresh) as flight:
+            if flight.image is not None:
+                if self.ledger is not None:
+                    self.ledger.record(provider=provider.NAME, model=model, kind="image", outcome=ledgers.CACHED,
+                                       latency_ms=(time.perf_counter() - started) * 1000)
+                return flight.image
+            with self.watch("image", provider.NAME), ledgers.calls(self.ledger, "image", provider):
+                png = cpu_bound(to_png, provider.generate_image(spec, self.settings), spec, provider.NAME)
+            return flight.keep(GeneratedImage(png, spec.width, spec.height, provider.NAME))
 
     def write_achievement(self, day: date, product: str) -> AchievementDraft:
         """Ask the text provider for an achievement tied to the celebration nearest `day`."""

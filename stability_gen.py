@@ -27,6 +27,11 @@ def is_configured(settings: Settings) -> bool:
     return bool(settings.stability_api_key)
 
 
+def model(settings: Settings) -> str:
+    """The model that draws: STABILITY_ENGINE's."""
+    return f"stable-image-{settings.stability_engine}"
+
+
 def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     """Ask the STABILITY_ENGINE endpoint for the spec's picture, at the spec's aspect ratio, as PNG."""
     key = settings.stability_api_key
@@ -42,7 +47,7 @@ def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     if engine == "core" and spec.kind in CORE_STYLES:
         fields["style_preset"] = CORE_STYLES[spec.kind]
     response = http_client.post(
-        NAME, settings.stability_api_host + PATH.format(engine=engine), settings, model=f"stable-image-{engine}",
+        NAME, settings.stability_api_host + PATH.format(engine=engine), settings, model=model(settings),
         headers={"authorization": f"Bearer {key}", "accept": "image/*"},
         files={"none": ""},  # forces multipart/form-data for text-only fields
         data=fields,
@@ -56,7 +61,7 @@ def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:
     if finish != "SUCCESS":
         raise ProviderError(NAME, f"stability did not finish the picture (finish-reason {finish[:40]}).")
     seed = response.headers.get("seed", "").strip()
-    return RawImage(response.content, f"stable-image-{engine}", int(seed) if seed.isdigit() else None)
+    return RawImage(response.content, model(settings), int(seed) if seed.isdigit() else None)
 
 
 def _error_name(response) -> str:

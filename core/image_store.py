@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from core.errors import Unavailable, first_line
 from core.png import check_png
 from core.settings import Settings
-from models import Achievement, ImageFile, Storefront, utcnow
+from models import Achievement, ImageCacheEntry, ImageFile, Storefront, utcnow
 
 log = logging.getLogger(__name__)
 SHA256_NAME = re.compile(r"[0-9a-f]{64}")
@@ -57,8 +57,9 @@ def claim(session: Session, sha256: str, size: int) -> None:
 
 
 def in_use(session: Session, sha256: str) -> bool:
-    """Whether a committed (or this transaction's) storefront or achievement uses the hash."""
-    used = or_(exists().where(Storefront.image_sha256 == sha256), exists().where(Achievement.image_sha256 == sha256))
+    """Whether a committed (or this transaction's) storefront, achievement or image cache entry uses the hash."""
+    used = or_(exists().where(Storefront.image_sha256 == sha256), exists().where(Achievement.image_sha256 == sha256),
+               exists().where(ImageCacheEntry.image_sha256 == sha256))
     return bool(session.scalar(select(used)))
 
 
@@ -101,7 +102,7 @@ class ImageStore:
         return image
 
     def remove_unused(self, session: Session, hashes: Iterable[str | None]) -> int:
-        """Delete the PNGs among `hashes` that no storefront or achievement uses; how many files went.
+        """Delete the PNGs among `hashes` that no row uses (see `in_use`); how many files went.
 
         One short transaction per hash, each holding that hash's lock only: a writer waiting on it finds the file
         gone and writes it again; one holding it makes this wait, then see its row. Holding a single lock at a time

@@ -29,6 +29,7 @@ from models import ProviderCall
 log = logging.getLogger(__name__)
 
 OK, FAILED, NO_ANSWER = "ok", "failed", "no_answer"
+CACHED = "cached"  # a picture reused from the image cache (core/image_cache.py): no vendor call, cost 0
 # A provider's `bill(status, headers, usage, settings)`: the ledger columns of one attempt (credits, tokens,
 # remaining_credits, cost_usd).
 Bill = Callable[[int | None, Mapping[str, str], Mapping[str, object], Settings], dict]

@@ -21,6 +21,7 @@ SEED_COUNT_KEYS = ("users", "achievements", "storefronts")
 MIN_YEAR, MAX_YEAR = 1900, 2200
 # Real bodies nest a few levels (a credential about eight): deeper is an attack on the parser, or on what reads it.
 MAX_JSON_DEPTH = 32
+FLAGS = {"true": True, "1": True, "false": False, "0": False}
 
 # Unicode's control characters (C0, DEL, C1): NUL breaks PostgreSQL text, the others have no place in a parameter.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -117,6 +118,24 @@ def parse_text(value: object, field: str, max_length: int = MAX_PRODUCT_LENGTH) 
     if len(value) > max_length:
         raise InvalidParameter(field, f"'{field}' must be at most {max_length} characters.")
     return value
+
+
+def parse_flag(value: object, field: str) -> bool:
+    """An optional yes/no: absent is no; `true`/`false`, `1`/`0` (any case) or a JSON boolean."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in FLAGS:
+        return FLAGS[value.lower()]
+    raise InvalidParameter(field, f"'{field}' must be true or false.")
+
+
+def asks_fresh() -> bool:
+    """Whether the request asks for a new picture rather than a cached one: `fresh=true`, or the request's
+    `Cache-Control: no-cache` (RFC 9111: the client wants no stored response reused)."""
+    fresh = parse_flag(param("fresh"), "fresh")
+    return fresh or bool(request.cache_control.no_cache)
 
 
 def parse_day(value: object, field: str, today: date) -> date:

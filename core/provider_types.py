@@ -55,6 +55,7 @@ class GeneratedImage:
     width: int
     height: int
     provider: str
+    cached: bool = False  # reused from the image cache (core/image_cache.py), not drawn for this request
 
 
 @dataclass(frozen=True)

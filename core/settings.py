@@ -67,6 +67,8 @@ class Settings:
     price_stability_credit_usd: float = 0.01
     price_openai_input_per_mtok_usd: float = 0.25
     price_openai_output_per_mtok_usd: float = 2.00
+    # The exact-request image cache: how long a picture drawn is reused for the same request (0: never).
+    image_cache_ttl_s: int = 30 * 86400
     # Image delivery: the store (disk under image_dir, or s3://bucket/prefix), and how a CDN serves it.
     image_store_url: str | None = None
     s3_endpoint_url: str | None = None
@@ -174,6 +176,7 @@ class Settings:
                                                    defaults.price_openai_input_per_mtok_usd, float, 0),
             price_openai_output_per_mtok_usd=number("PRICE_OPENAI_OUTPUT_PER_MTOK_USD",
                                                     defaults.price_openai_output_per_mtok_usd, float, 0),
+            image_cache_ttl_s=int(number("IMAGE_CACHE_TTL_S", defaults.image_cache_ttl_s, int, 0)),
             image_store_url=_store_url(get("IMAGE_STORE_URL")),
             s3_endpoint_url=get("S3_ENDPOINT_URL"),
             image_public_base_url=(get("IMAGE_PUBLIC_BASE_URL") or "").rstrip("/") or None,

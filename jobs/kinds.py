@@ -30,12 +30,15 @@ def make_storefronts(app: Flask, job: Job, progress: Progress) -> dict:
     done = saved_outputs(app, job.id)
     progress.start(len(themes), [theme for theme in themes if theme in done])
     errors: dict[str, ProviderError] = {}
+    cached: dict[str, bool] = {}  # whether each theme's picture came from the image cache (not for earlier runs')
 
     specs = {theme: storefront_spec(theme, list(recommendations[theme])) for theme in themes}
 
+    fresh = job.params.get("fresh", False)
+
     def make(theme: str):
         try:
-            return generator.generate_image(specs[theme])
+            return generator.generate_image(specs[theme], fresh=fresh)
         except ProviderError as error:
             errors[theme] = error
             return None
@@ -49,6 +52,7 @@ def make_storefronts(app: Flask, job: Job, progress: Progress) -> dict:
         for theme, future in zip(todo, futures, strict=True):  # saved in the user's order of themes, as ids say
             image = future.result()
             if image is not None:
+                cached[theme] = image.cached
                 row = Storefront(user_id=user_id, name=f"{user_name}_{theme}", description=specs[theme].prompt,
                                  style=theme)
                 save_once(app, job.id, theme, row, image)
@@ -62,7 +66,8 @@ def make_storefronts(app: Flask, job: Job, progress: Progress) -> dict:
     if not made:
         raise combined_error([error for _theme, error in failed])
     body = {"user name": user_name, "recommendations": recommendations,
-            "storefronts": [storefront.to_dict() for storefront in made]}
+            "storefronts": [{**storefront.to_dict(), "cached": cached.get(storefront.style, False)}
+                            for storefront in made]}
     if failed:
         body["errors"] = [{"theme": theme, "error": error.message, "code": error.code} for theme, error in failed]
     return {**body, "job_id": job.id}
@@ -77,10 +82,12 @@ def combined_error(errors: list[ProviderError]) -> ProviderError:
 
 def make_achievement(app: Flask, job: Job, progress: Progress) -> dict:
     """The achievement's text, then its badge image; saved once however often the job runs."""
+    cached = False
     if ACHIEVEMENT_SLOT not in saved_outputs(app, job.id):
         generator = app.extensions["generator"]
         draft = generator.write_achievement(date.fromisoformat(job.params["date"]), job.params["product"])
-        image = generator.generate_image(badge_spec(draft))
+        image = generator.generate_image(badge_spec(draft), fresh=job.params.get("fresh", False))
+        cached = image.cached
         row = Achievement(name=draft.name, description=draft.description, occasion=draft.occasion,
                           product_type=draft.product_type)
         save_once(app, job.id, ACHIEVEMENT_SLOT, row, image)
@@ -88,7 +95,7 @@ def make_achievement(app: Flask, job: Job, progress: Progress) -> dict:
     with app.extensions["sessionmaker"]() as session:
         achievement = session.scalar(select(Achievement).join(JobOutput, JobOutput.achievement_id == Achievement.id)
                                      .where(JobOutput.job_id == job.id))
-        return {"achievement_name": achievement.name, **achievement.to_dict(), "job_id": job.id}
+        return {"achievement_name": achievement.name, **achievement.to_dict(), "cached": cached, "job_id": job.id}
 
 
 # Each kind makes its rows and returns the body of its 200 answer; a failure is raised as an ApiError.

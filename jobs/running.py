@@ -149,7 +149,8 @@ class Runner:
                 log.warning("job sweeper: this round failed", exc_info=True)
 
     def sweep(self) -> None:
-        """Fail the jobs that went silent twice, and re-dispatch the others that went silent or were never run."""
+        """Fail the jobs that went silent twice, re-dispatch the others that went silent or were never run, and
+        purge the image cache's old entries."""
         stale_before = utcnow() - timedelta(seconds=stale_after_s(self.settings))
         silent = and_(Job.status == "running", Job.heartbeat_at < stale_before)
         with self.app.extensions["sessionmaker"]() as session:
@@ -171,6 +172,9 @@ class Runner:
             except Unavailable:  # still queued or stale: the next round sends it again
                 pass
         purge(self.app, utcnow() - timedelta(days=self.settings.job_retention_days))
+        purged = self.app.extensions["image_cache"].purge()  # entries too old to reuse, and their unused files
+        if purged:
+            log.info("image cache: %d entries too old to reuse purged", purged)
 
     def shutdown(self) -> None:
         """Stop the sweeper, wait for this process's running jobs, and stop listening for job changes."""

@@ -11,7 +11,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import Engine, case, func, select
 
 from core.errors import InvalidParameter
-from core.ledger import OK, utc_now
+from core.ledger import CACHED, OK, utc_now
 from core.params import require_admin
 from models import ProviderCall
 
@@ -20,15 +20,18 @@ bp = Blueprint("spend", __name__)
 GROUPS = ("provider", "day", "route")
 MAX_USAGE_DAYS = 366
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-SUMS = ("calls", "ok", "images", "input_tokens", "output_tokens", "credits", "cost_usd")
+SUMS = ("calls", "cached", "ok", "images", "input_tokens", "output_tokens", "credits", "cost_usd")
 
 
 def usage_report(engine: Engine, start: date, end: date, group_by: str) -> dict:
-    """The calls from `start` (inclusive) to `end` (exclusive), grouped, with their total."""
+    """The calls from `start` (inclusive) to `end` (exclusive), grouped, with their total; pictures reused from
+    the image cache are counted apart (`cached`), never as calls."""
     key = {"provider": ProviderCall.provider, "day": ProviderCall.day, "route": ProviderCall.route}[group_by]
     ok = ProviderCall.outcome == OK
+    cached = ProviderCall.outcome == CACHED
     query = (
-        select(key, func.count(), func.sum(case((ok, 1), else_=0)),
+        select(key, func.sum(case((cached, 0), else_=1)), func.sum(case((cached, 1), else_=0)),
+               func.sum(case((ok, 1), else_=0)),
                func.sum(case((ok & (ProviderCall.kind == "image"), 1), else_=0)),
                func.sum(func.coalesce(ProviderCall.input_tokens, 0)),
                func.sum(func.coalesce(ProviderCall.output_tokens, 0)),
@@ -45,8 +48,9 @@ def usage_report(engine: Engine, start: date, end: date, group_by: str) -> dict:
             "total": total}
 
 
-def _group(key, calls, ok, images, input_tokens, output_tokens, credits, cost_usd) -> dict:
-    return {"key": key, "calls": int(calls), "ok": int(ok), "failed": int(calls) - int(ok), "images": int(images),
+def _group(key, calls, cached, ok, images, input_tokens, output_tokens, credits, cost_usd) -> dict:
+    return {"key": key, "calls": int(calls), "cached": int(cached), "ok": int(ok), "failed": int(calls) - int(ok),
+            "images": int(images),
             "input_tokens": int(input_tokens), "output_tokens": int(output_tokens),
             "credits": round(float(credits), 3), "cost_usd": round(float(cost_usd), 6)}
 
@@ -93,7 +97,7 @@ def usage_command(days: int, group_by: str) -> None:
     today = utc_now().date()
     report = usage_report(current_app.extensions["engine"], today - timedelta(days=days - 1),
                           today + timedelta(days=1), group_by)
-    columns = ("calls", "ok", "failed", "images", "input_tokens", "output_tokens", "credits", "cost_usd")
+    columns = ("calls", "cached", "ok", "failed", "images", "input_tokens", "output_tokens", "credits", "cost_usd")
     rows = [[str(group["key"]), *(str(group[name]) for name in columns)] for group in report["groups"]]
     rows.append(["TOTAL", *(str(report["total"][name]) for name in columns)])
     header = [group_by, *columns]

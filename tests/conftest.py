@@ -47,7 +47,7 @@ SETTING_NAMES = [
     "APP_ENV",
     "WEB_CONCURRENCY", "WORKER_CONNECTIONS", "TRUSTED_PROXIES", "PROMETHEUS_MULTIPROC_DIR", "FLASK_DEBUG",
     "JOB_WORKERS", "JOB_STALE_S", "CELERY_BROKER_URL", "IDEMPOTENCY_TTL_S", "SSE_MAX_S", "GENERATION_BUDGET_USD",
-    "IMAGE_STORE_URL", "S3_ENDPOINT_URL", "IMAGE_PUBLIC_BASE_URL", "IMAGE_URL_TTL_S",
+    "IMAGE_CACHE_TTL_S", "IMAGE_STORE_URL", "S3_ENDPOINT_URL", "IMAGE_PUBLIC_BASE_URL", "IMAGE_URL_TTL_S",
     "BADGE_SIGNING_KEY", "BADGE_DI_SIGNING_KEY", "BADGE_ISSUER_NAME", "BADGE_ISSUER_URL", "PUBLIC_BASE_URL",
     "TRUSTED_HOSTS",
     "PRICE_CLIPDROP_CREDIT_USD",
@@ -69,7 +69,7 @@ PRODUCTION_BADGES = {"BADGE_SIGNING_KEY": TEST_JWT_KEY, "BADGE_DI_SIGNING_KEY": 
                      "PUBLIC_BASE_URL": "https://badges.example"}
 # Children first, so TRUNCATE's CASCADE has nothing left to find.
 TABLES = ("job_outputs", "badge_credentials", "user_achievements", "storefronts", "achievements", "users",
-          "images", "provider_calls", "shared_counters", "jobs")
+          "images", "image_cache", "provider_calls", "shared_counters", "jobs")
 
 
 class BufferedClient(FlaskClient):

@@ -22,8 +22,9 @@ MODERATED = {"status": 403, "json": {"id": "1", "name": "content_moderation", "e
 @pytest.fixture
 def make_client(make_app):
     def build(**overrides):
+        # The image cache off: these tests repeat requests to watch each one reach the vendors.
         config = {"CLIPDROP_API_KEY": CLIPDROP_KEY, "STABILITY_API_KEY": STABILITY_KEY, "PROVIDER_RETRIES": "3",
-                  **overrides}
+                  "IMAGE_CACHE_TTL_S": "0", **overrides}
         client = make_app(**config).test_client()
         client.users = client.post("/seed-specific").get_json()["users"]
         return client

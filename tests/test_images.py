@@ -66,8 +66,11 @@ def test_image_src_is_beside_every_image_url(client, users, achievement):
         assert compat.headers["ETag"] == f'"{sha_of(item["image_src"])}"'
 
 
-def test_images_table_follows_rows_and_files(app, client, users):
-    made = generate_storefronts(client, users[0]["id"], "tech").get_json()["storefronts"]
+def test_images_table_follows_rows_and_files(make_app):
+    app = make_app(IMAGE_CACHE_TTL_S="0")  # no cache entry keeps the file
+    client = app.test_client()
+    client.post("/seed-specific")
+    made = generate_storefronts(client, 1, "tech").get_json()["storefronts"]
     with app.extensions["sessionmaker"]() as session:
         assert list(session.scalars(select(ImageFile.sha256))) == [sha_of(made[0]["image_src"])]
     assert client.delete("/delete-all-storefronts").status_code == 200

@@ -26,6 +26,7 @@ from test_openapi import assert_documented
 EVENING = datetime(2026, 12, 1, 20, 0, tzinfo=UTC)  # 4 hours before the next UTC midnight
 NEXT_DAY = datetime(2026, 12, 2, 0, 0, 5, tzinfo=UTC)
 NO_WAIT = {"Retry-After": "0"}  # our retry policy honours it: the retries of these tests do not sleep
+NO_CACHE = {"Cache-Control": "no-cache"}  # a new picture, not the one the image cache holds
 
 
 def rows(app) -> list[ProviderCall]:
@@ -187,7 +188,8 @@ def test_openai_unusable_replies_are_each_a_paid_row(make_app, openai_stub):
 
 
 def spend_two_days(app, users, http):
-    """Two Clipdrop pictures on 1 December (one after a failed attempt), one on 2 December."""
+    """Two Clipdrop pictures on 1 December (one after a failed attempt); on 2 December, a new one of the same
+    request (`Cache-Control: no-cache`), then that request again, answered from the image cache."""
     client = app.test_client()
     http.add(responses.POST, CLIPDROP_URL, status=500, json={"error": "down"}, headers=NO_WAIT)
     clipdrop_ok(http)
@@ -195,7 +197,8 @@ def spend_two_days(app, users, http):
         assert generate_storefronts(client, users[0]["id"]).status_code == 200
         assert generate_storefronts(client, users[1]["id"]).status_code == 200
     with time_machine.travel(NEXT_DAY, tick=False):
-        assert generate_storefronts(client, users[0]["id"]).status_code == 200
+        assert generate_storefronts(client, users[0]["id"], headers=NO_CACHE).status_code == 200
+        assert generate_storefronts(client, users[0]["id"]).get_json()["storefronts"][0]["cached"] is True
 
 
 def test_usage_groups_and_totals(make_app, http):
@@ -209,7 +212,7 @@ def test_usage_groups_and_totals(make_app, http):
     by_provider = client.get("/usage?from=2026-12-01&to=2026-12-03", headers=auth).get_json()
     assert by_provider["group_by"] == "provider"
     assert (by_provider["from"], by_provider["to"]) == ("2026-12-01", "2026-12-03")
-    expected = {"calls": 4, "ok": 3, "failed": 1, "images": 3, "input_tokens": 0, "output_tokens": 0,
+    expected = {"calls": 4, "cached": 1, "ok": 3, "failed": 1, "images": 3, "input_tokens": 0, "output_tokens": 0,
                 "credits": 3.0, "cost_usd": 0.03}
     assert by_provider["groups"] == [{"key": "clipdrop", **expected}]
     assert by_provider["total"] == expected
@@ -220,7 +223,7 @@ def test_usage_groups_and_totals(make_app, http):
     assert by_day["total"]["calls"] == 4
 
     one_day = client.get("/usage?from=2026-12-02&to=2026-12-03&group_by=route", headers=auth).get_json()
-    assert one_day["groups"] == [{"key": "/gen-new-storefront-images", "calls": 1, "ok": 1, "failed": 0,
+    assert one_day["groups"] == [{"key": "/gen-new-storefront-images", "calls": 1, "cached": 1, "ok": 1, "failed": 0,
                                   "images": 1, "input_tokens": 0, "output_tokens": 0, "credits": 1.0,
                                   "cost_usd": 0.01}]
     with time_machine.travel(NEXT_DAY, tick=False):  # by default: today
@@ -241,9 +244,9 @@ def test_usage_command_prints_the_table(clipdrop_app, users, http):
     result = clipdrop_app.test_cli_runner().invoke(args=["usage", "--days", "7"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[1].split() == ["provider", "calls", "ok", "failed", "images", "input_tokens", "output_tokens",
-                                "credits", "cost_usd"]
-    assert lines[2].split() == ["clipdrop", "1", "1", "0", "1", "0", "0", "1.0", "0.01"]
+    assert lines[1].split() == ["provider", "calls", "cached", "ok", "failed", "images", "input_tokens",
+                                "output_tokens", "credits", "cost_usd"]
+    assert lines[2].split() == ["clipdrop", "1", "0", "1", "0", "1", "0", "0", "1.0", "0.01"]
     assert lines[3].split()[0] == "TOTAL"
 
 
@@ -265,10 +268,10 @@ def test_budget_reached_mid_day_refuses_until_the_next_utc_day(make_app, users, 
     app = make_app(IMAGE_PROVIDER="clipdrop", CLIPDROP_API_KEY=CLIPDROP_KEY, GENERATION_BUDGET_USD="0.025")
     client = app.test_client()
     paid = clipdrop_ok(http)
-    with time_machine.travel(EVENING, tick=False):
-        assert generate_storefronts(client, users[0]["id"]).status_code == 200
-        assert generate_storefronts(client, users[0]["id"]).status_code == 200  # 0.02 spent: 80%, warned
-        assert generate_storefronts(client, users[0]["id"]).status_code == 200  # 0.03: the last call may go over
+    with time_machine.travel(EVENING, tick=False):  # new pictures each time, not the cached one
+        assert generate_storefronts(client, users[0]["id"], headers=NO_CACHE).status_code == 200
+        assert generate_storefronts(client, users[0]["id"], headers=NO_CACHE).status_code == 200  # 0.02: 80%, warned
+        assert generate_storefronts(client, users[0]["id"], headers=NO_CACHE).status_code == 200  # 0.03: may go over
         refused = generate_storefronts(client, users[0]["id"])
         again = client.post("/gen-achievement-image?date=31 Oct&product=soju")
     assert refused.status_code == again.status_code == 429
@@ -283,7 +286,7 @@ def test_budget_reached_mid_day_refuses_until_the_next_utc_day(make_app, users, 
     assert len(warnings) == 1 and "80%" in warnings[0]
 
     with time_machine.travel(NEXT_DAY, tick=False):
-        assert generate_storefronts(client, users[0]["id"]).status_code == 200
+        assert generate_storefronts(client, users[0]["id"], headers=NO_CACHE).status_code == 200
     assert paid.call_count == 4
 
 

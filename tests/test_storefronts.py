@@ -162,9 +162,18 @@ def test_download_checks_owner_and_supports_etag(client, users):
     assert again.data == b""
 
 
-def test_delete_all_removes_rows_and_unused_files(client, app, users):
-    generate_storefronts(client, users[0]["id"], "all")
-    generate_storefronts(client, users[1]["id"], "tech")
+@pytest.fixture
+def uncached(make_app):
+    """A client of an app with the image cache off, whose cache entries would otherwise keep files."""
+    client = make_app(IMAGE_CACHE_TTL_S="0").test_client()
+    client.post("/seed-specific")
+    return client
+
+
+def test_delete_all_removes_rows_and_unused_files(uncached):
+    client, app = uncached, uncached.application
+    generate_storefronts(client, 1, "all")
+    generate_storefronts(client, 2, "tech")
     assert len(image_files(app)) == 4
     response = client.delete("/delete-all-storefronts")
     assert response.status_code == 200
@@ -175,8 +184,9 @@ def test_delete_all_removes_rows_and_unused_files(client, app, users):
     assert client.delete("/delete-all-storefronts").get_json()["deleted"] == 0
 
 
-def test_delete_all_whose_file_removal_fails_leaves_the_files_for_the_next(client, app, users):
-    generate_storefronts(client, users[0]["id"], "all")
+def test_delete_all_whose_file_removal_fails_leaves_the_files_for_the_next(uncached):
+    client, app = uncached, uncached.application
+    generate_storefronts(client, 1, "all")
     files = image_files(app)
     assert len(files) == 3
     folders = {sorted(files)[0].parent}  # one file's folder refuses the removal (others may share it)
@@ -196,9 +206,10 @@ def test_delete_all_whose_file_removal_fails_leaves_the_files_for_the_next(clien
     assert count_rows(app, ImageFile) == 0
 
 
-def test_delete_keeps_files_an_achievement_shares(client, app, users):
+def test_delete_keeps_files_an_achievement_shares(uncached):
+    client, app = uncached, uncached.application
     client.post("/gen-achievement-image?date=31 Oct&product=soju")
-    generate_storefronts(client, users[0]["id"], "tech")
+    generate_storefronts(client, 1, "tech")
     assert len(image_files(app)) == 2
     client.delete("/delete-all-storefronts")
     assert len(image_files(app)) == 1
