@@ -14,7 +14,7 @@ import unicodedata
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from core.cpu import cpu_bound
 from core.errors import ProviderError
@@ -529,9 +529,40 @@ def _badge(spec: ImageSpec, w: int, h: int) -> Image.Image:
     return img
 
 
+CARD_SIZE = (1200, 630)  # what link previews show (Open Graph, summary_large_image cards)
+
+
+def share_card(badge: Image.Image | None, name: str, occasion: str, site: str) -> Image.Image:
+    """The link-preview card of a badge: the badge on the left, its name and occasion beside it, in the occasion's
+    colours; a badge of any shape (the square ones, the wide ones made before) fits its place."""
+    w, h = CARD_SIZE
+    look = badge_look(occasion, f"{name}\n{occasion}")
+    img = _gradient(w, h, look.start, look.end, horizontal=True)
+    d = ImageDraw.Draw(img, "RGBA")
+    side = h - 100  # the badge's square, 50 px from the edges
+    d.rounded_rectangle((38, 38, 62 + side, 62 + side), radius=28, fill=(255, 255, 255, 235))
+    if badge is not None:
+        shown = ImageOps.contain(badge.convert("RGB"), (side, side), Image.Resampling.BICUBIC)
+        img.paste(shown, (50 + (side - shown.width) // 2, 50 + (side - shown.height) // 2))
+    else:
+        _emblem(Pen(d, (50 + side * 0.2, 50 + side * 0.2, 50 + side * 0.8, 50 + side * 0.8)), look.shape,
+                look.emblem, WHITE)
+    ink = look.ink if sum(look.start) > 384 else WHITE
+    left = 110 + side
+    _text(d, _clean(occasion, 80), (left, 70, w - 50, 130), _mix(ink, 0.15 if sum(ink) < 384 else -0.1), 40)
+    _text(d, _clean(name) or "Achievement", (left, 150, w - 50, 470), ink, 76, lines=4, bold=True)
+    _text(d, _clean(site, 60), (left, 500, w - 50, 560), _mix(ink, 0.25 if sum(ink) < 384 else -0.15), 30)
+    return img
+
+
 def is_configured(settings: Settings) -> bool:
     """The local renderer needs no key or network, so it is always available."""
     return True
+
+
+def model(settings: Settings) -> str:
+    """The renderer's version: a new one draws other pictures for the same spec."""
+    return MODEL
 
 
 def generate_image(spec: ImageSpec, settings: Settings) -> RawImage:

@@ -121,6 +121,7 @@ class ImageCacheEntry(Base):
     height: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)  # when it was drawn
     claimed_until: Mapped[float | None] = mapped_column(Float, default=None)  # seconds since the epoch
+    claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)  # the job (its run again takes over)
 
 
 class ImageColumns:
@@ -172,6 +173,8 @@ class Achievement(ImageColumns, Base):
     occasion: Mapped[str] = mapped_column(String(200))
     product_type: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The 1200x630 link-preview card of its share pages, drawn once on the first request (see badges/pages.py).
+    share_card_sha256: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
 
     @classmethod
     def listed_columns(cls) -> tuple:

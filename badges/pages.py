@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import functools
+import io
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, render_template, request, url_for
-from sqlalchemy import select
+from PIL import Image
+from sqlalchemy import select, update
 
+import local_image_gen
 from badges.credentials import signed_credential
 from badges.verify import verify_jwt
 from core.db import get_session
 from core.errors import ApiError
 from core.http_edge import base_url, inline_hash, page_headers
 from core.params import parse_id, parse_int
-from models import Achievement, BadgeCredential, Storefront
+from core.png import encode
+from models import Achievement, BadgeCredential, Storefront, image_src
 
 pages = Blueprint("pages", __name__, template_folder="templates")
 
@@ -59,12 +64,39 @@ def absolute(path: str) -> str:
     return base_url() + path
 
 
+def share_card(achievement: Achievement) -> str:
+    """The hash of the achievement's 1200x630 link-preview card (its badge, name and occasion): drawn on the first
+    request for it, stored like any image, and found in its row ever after, never drawn per request."""
+    if achievement.share_card_sha256:
+        return achievement.share_card_sha256
+    store = current_app.extensions["image_store"]
+    try:
+        badge = store.read(achievement.image_sha256) if achievement.image_sha256 else None
+    except FileNotFoundError:
+        badge = None
+    with Image.open(io.BytesIO(badge), formats=["PNG"]) if badge else nullcontext() as picture:
+        card = local_image_gen.share_card(picture, achievement.name, achievement.occasion,
+                                          current_app.extensions["settings"].badge_issuer_name)
+    with current_app.extensions["sessionmaker"]() as session:
+        with store.saving(session) as put:
+            stored = put(encode(card), size=local_image_gen.CARD_SIZE)
+            # The first request's card wins; the same facts draw the same bytes, so a second one is the same file.
+            session.execute(update(Achievement).where(Achievement.id == achievement.id,
+                                                      Achievement.share_card_sha256.is_(None))
+                            .values(share_card_sha256=stored.sha256))
+            kept = session.scalar(select(Achievement.share_card_sha256).where(Achievement.id == achievement.id))
+        if kept != stored.sha256:
+            store.remove_unused(session, [stored.sha256])
+    return kept
+
+
 @pages.get("/share/<user_id>/<achievement_id>")
 def share(user_id: str, achievement_id: str):
     """The share page of a user's badge: the badge, its words, whether it verifies, and its link-preview tags."""
     ids = {"user_id": parse_id(user_id, "user_id"), "achievement_id": parse_id(achievement_id, "achievement_id")}
     credential, token, award = signed_credential(*ids.values())
     achievement = award.achievement
+    card = share_card(achievement)
     result = verify_jwt(get_session(), token)  # what any verifier would conclude from the badge alone
     links = {
         "badge": url_for("badges.get_baked_badge", **ids),
@@ -75,10 +107,10 @@ def share(user_id: str, achievement_id: str):
         "share.html", achievement=achievement, credential=credential, result=result, links=links,
         issued=credential["validFrom"][:10], issuer=credential["issuer"],
         og={"title": f"{achievement.name}: a badge from {credential['issuer']['name']}",
-            "description": achievement.description, "image": absolute(links["badge"]),
+            "description": achievement.description, "image": absolute(image_src(card)),
             "url": absolute(url_for("pages.share", **ids)),
-            "image_alt": f"The {achievement.name} badge",
-            "image_size": (achievement.image_width, achievement.image_height)},
+            "image_alt": f"The {achievement.name} badge, for {achievement.occasion}",
+            "image_size": local_image_gen.CARD_SIZE},
     )
 
 

@@ -5,7 +5,8 @@ are: the SHA-256 of those is the key of an `image_cache` row that points at the 
 database beside the images, so every process and machine shares it; and it is the single flight too: the first
 request for a key claims it (a unique insert, or an update only one writer can win) for as long as a provider call
 may last, and identical requests arriving meanwhile wait for its picture instead of calling the vendor. A claimer
-that fails gives the key back; one that dies lets its lease lapse, and a waiter takes over.
+that fails gives the key back; one that dies lets its lease lapse, and a waiter takes over (its own job, run again
+after its runner died, takes over at once).
 
 An entry older than IMAGE_CACHE_TTL_S is drawn again at its next request; the job sweeper purges such entries with
 the files no other row uses (a cached picture's file stays while its entry does). IMAGE_CACHE_TTL_S=0 turns it off.
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from core.http_client import deadline_s
 from core.image_store import ImageStore
+from core.observability import current_call
 from core.provider_types import GeneratedImage, ImageSpec
 from core.settings import Settings
 from models import ImageCacheEntry, utcnow
@@ -110,7 +112,7 @@ class ImageCache:
         while True:
             with self.engine.connect() as connection:
                 row = connection.execute(select(Entry.image_sha256, Entry.width, Entry.height, Entry.created_at,
-                                                Entry.claimed_until).where(Entry.key == key)).first()
+                                                Entry.claimed_until, Entry.claimed_by).where(Entry.key == key)).first()
             if row is not None and row.image_sha256 and row.created_at > self.drawn_after():
                 try:
                     png = self.store.read(row.image_sha256)
@@ -120,12 +122,13 @@ class ImageCache:
                     return GeneratedImage(png, row.width, row.height, labels[0], cached=True), None
             now = time.time()
             lease = now + self.lease_s
+            owner = current_call().job_id
             if row is None:
-                if self._insert_claim(key, labels, lease):
+                if self._insert_claim(key, labels, lease, owner):
                     return None, lease
                 continue  # another request claimed it first: wait for its picture
-            if row.claimed_until is None or row.claimed_until < now:
-                if self._take_claim(key, row.image_sha256, row.claimed_until, lease):
+            if row.claimed_until is None or row.claimed_until < now or (owner and row.claimed_by == owner):
+                if self._take_claim(key, row.image_sha256, row.claimed_until, lease, owner):
                     return None, lease
                 continue
             if time.monotonic() >= deadline:
@@ -134,23 +137,26 @@ class ImageCache:
             time.sleep(delay)
             delay = min(delay * 2, POLL_MAX_S)
 
-    def _insert_claim(self, key: str, labels: tuple[str, str, str], lease: float) -> bool:
+    def _insert_claim(self, key: str, labels: tuple[str, str, str], lease: float, owner: str | None) -> bool:
         provider, model, kind = labels
         try:
             with self.engine.begin() as connection:
                 connection.execute(Entry.__table__.insert().values(
-                    key=key, provider=provider, model=model, kind=kind, created_at=utcnow(), claimed_until=lease))
+                    key=key, provider=provider, model=model, kind=kind, created_at=utcnow(), claimed_until=lease,
+                    claimed_by=owner))
         except IntegrityError:
             return False
         return True
 
-    def _take_claim(self, key: str, image_sha256: str | None, claimed_until: float | None, lease: float) -> bool:
-        """Claim an entry as it was read (no picture to reuse, no live claim): only one writer wins the update."""
+    def _take_claim(self, key: str, image_sha256: str | None, claimed_until: float | None, lease: float,
+                    owner: str | None) -> bool:
+        """Claim an entry as it was read (no picture to reuse; no live claim, or its own job's): only one writer wins
+        the update."""
         same_image = Entry.image_sha256.is_(None) if image_sha256 is None else Entry.image_sha256 == image_sha256
         same_claim = Entry.claimed_until.is_(None) if claimed_until is None else Entry.claimed_until == claimed_until
         with self.engine.begin() as connection:
             taken = connection.execute(update(Entry).where(Entry.key == key, same_image, same_claim)
-                                       .values(claimed_until=lease)).rowcount
+                                       .values(claimed_until=lease, claimed_by=owner)).rowcount
         return taken == 1
 
     def release(self, key: str, lease: float) -> None:
@@ -160,7 +166,7 @@ class ImageCache:
                 connection.execute(delete(Entry).where(Entry.key == key, Entry.claimed_until == lease,
                                                        Entry.image_sha256.is_(None)))
                 connection.execute(update(Entry).where(Entry.key == key, Entry.claimed_until == lease)
-                                   .values(claimed_until=None))
+                                   .values(claimed_until=None, claimed_by=None))
         except Exception:  # the lease lapses by itself
             log.exception("image cache: could not give back the claim of entry %s", key[:12])
 
@@ -173,7 +179,7 @@ class ImageCache:
                 stored = put(image.png, size=(image.width, image.height))
                 replaced = session.scalar(select(Entry.image_sha256).where(Entry.key == key))
                 values = {"image_sha256": stored.sha256, "width": image.width, "height": image.height,
-                          "created_at": utcnow(), "claimed_until": None}
+                          "created_at": utcnow(), "claimed_until": None, "claimed_by": None}
                 insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
                 session.execute(insert(Entry).values(key=key, provider=provider, model=model, kind=kind, **values)
                                 .on_conflict_do_update(index_elements=["key"], set_=values))

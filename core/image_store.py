@@ -57,8 +57,10 @@ def claim(session: Session, sha256: str, size: int) -> None:
 
 
 def in_use(session: Session, sha256: str) -> bool:
-    """Whether a committed (or this transaction's) storefront, achievement or image cache entry uses the hash."""
+    """Whether a committed (or this transaction's) storefront, achievement (its badge or share card) or image cache
+    entry uses the hash."""
     used = or_(exists().where(Storefront.image_sha256 == sha256), exists().where(Achievement.image_sha256 == sha256),
+               exists().where(Achievement.share_card_sha256 == sha256),
                exists().where(ImageCacheEntry.image_sha256 == sha256))
     return bool(session.scalar(select(used)))
 

@@ -125,7 +125,9 @@ def test_s3_redirects_to_the_public_base_url(make_app, s3_endpoint, s3_bucket): 
     assert response.headers["Cache-Control"] == IMMUTABLE
 
 
-def test_s3_delete_all_removes_objects_no_row_uses(s3_app, s3_endpoint, s3_bucket):  # noqa: F811
+def test_s3_delete_all_removes_objects_no_row_uses(make_app, s3_endpoint, s3_bucket):  # noqa: F811
+    # The image cache off: its entries would keep the storefronts' pictures.
+    s3_app = make_app(IMAGE_STORE_URL=f"s3://{s3_bucket}/pngs", S3_ENDPOINT_URL=s3_endpoint, IMAGE_CACHE_TTL_S="0")
     client = s3_app.test_client()
     user_id = client.post("/seed-specific").get_json()["users"][0]["id"]
     storefronts = generate_storefronts(client, user_id, "all").get_json()["storefronts"]

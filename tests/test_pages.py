@@ -10,7 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from conftest import png_size
+from conftest import image_files, png_size
+from fakes import image_bytes
+from models import Achievement
 from serving import REPO, running, server_env
 
 CHROMIUM = "/usr/bin/chromium"
@@ -69,14 +71,40 @@ def test_share_page_has_the_badge_its_words_and_a_card(site):
     assert page.meta["og:url"] == "http://localhost/share/1/1"
     assert page.meta["og:title"].startswith(achievement["name"])
     image = urlsplit(page.meta["og:image"])
-    assert (image.scheme, image.netloc, image.path) == ("http", "localhost", "/users/1/achievements/1/badge.png")
-    baked = site.get(image.path)
-    assert baked.status_code == 200 and baked.mimetype == "image/png"
-    assert (int(page.meta["og:image:width"]), int(page.meta["og:image:height"])) == png_size(baked.data)
+    assert (image.scheme, image.netloc) == ("http", "localhost") and image.path.startswith("/images/")
+    card = site.get(image.path)
+    assert card.status_code == 200 and card.mimetype == "image/png"
+    assert png_size(card.data) == (1200, 630) == (int(page.meta["og:image:width"]), int(page.meta["og:image:height"]))
     assert page.lang == "en" and page.headings[0] == "h1" and "viewport" in page.meta
     assert page.images and all(img.get("alt") for img in page.images)
     assert page.loads == []  # no script, no style sheet: styles are inline
     assert "script-src" not in response.headers["Content-Security-Policy"]  # so no script may run at all
+
+
+def test_the_share_card_is_drawn_once_and_stored_like_any_image(site, app):
+    """The first request draws and stores the card; the next ones find it: one file, the same URL."""
+    first = Page(site.get("/share/1/1").get_data(as_text=True)).meta["og:image"]
+    files = image_files(app)
+    second = Page(site.get("/share/1/1").get_data(as_text=True)).meta["og:image"]
+    assert second == first and image_files(app) == files
+    sha256 = urlsplit(first).path.removeprefix("/images/").removesuffix(".png")
+    assert any(path.name == f"{sha256}.png" for path in files)
+    with app.extensions["sessionmaker"]() as session:
+        assert session.get(Achievement, 1).share_card_sha256 == sha256
+    # Another badge has a card of its own; another holder of the same badge shares its card.
+    assert Page(site.get("/share/1/2").get_data(as_text=True)).meta["og:image"] != first
+    assert site.post("/add-achievement", json={"user_id": 2, "achievement_id": 1}).status_code == 201
+    assert Page(site.get("/share/2/1").get_data(as_text=True)).meta["og:image"] == first
+
+
+def test_the_share_card_of_a_wide_badge_made_before(site, app):
+    """Badges drawn 1344x576 before badges were square get a card of the same size, the badge fitted in."""
+    with app.extensions["sessionmaker"]() as session, app.extensions["image_store"].saving(session) as put:
+        achievement = session.get(Achievement, 2)
+        for name, value in put(image_bytes((1344, 576))).columns().items():
+            setattr(achievement, name, value)
+    card = site.get(urlsplit(Page(site.get("/share/1/2").get_data(as_text=True)).meta["og:image"]).path)
+    assert png_size(card.data) == (1200, 630)
 
 
 def test_share_page_of_a_revoked_badge_is_gone(site):
@@ -151,7 +179,7 @@ def test_pages_in_chromium(served, browser, viewport):
         assert broken_images(page) == [] and page.locator("img").count() == 1
         tags = {name: page.locator(f'meta[property="{name}"], meta[name="{name}"]').get_attribute("content")
                 for name in CARD_TAGS}
-        assert tags["og:image"] == served.url("/users/1/achievements/1/badge.png")
+        assert tags["og:image"].startswith(served.url("/images/"))
         assert tags["twitter:card"] == "summary_large_image"
         # Readable on a phone: nothing wider than the screen.
         assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]

@@ -116,7 +116,7 @@ def test_a_cool_down_learnt_in_one_process_is_kept_by_another(make_app, users, h
         storage = {"RATELIMIT_STORAGE_URI": redis_url()}
         shared_counters.RedisState(redis_url()).redis.delete(shared_counters.RedisState.PREFIX + "cooldown:clipdrop")
     settings = {"CLIPDROP_API_KEY": CLIPDROP_KEY, "STABILITY_API_KEY": STABILITY_KEY, "PROVIDER_RETRIES": "0",
-                **storage}
+                "IMAGE_CACHE_TTL_S": "0", **storage}  # no cache: each request goes to the vendors
     first, second = make_app(**settings).test_client(), make_app(**settings).test_client()
     down = http.add(responses.POST, CLIPDROP_URL, status=500, json={"error": "down"})
     served = http.add(responses.POST, STABILITY_CORE_URL, body=image_bytes(), content_type="image/png")
@@ -181,7 +181,7 @@ def test_limits_and_cool_downs_hold_across_gunicorn_workers(tmp_path, shared_ser
     env = server_env(tmp_path, database_url, WEB_CONCURRENCY="3", GENERATION_RATE_LIMIT="4/minute",
                      TRUSTED_PROXIES="1", PROVIDER_RETRIES="0", CLIPDROP_API_KEY=CLIPDROP_KEY,
                      CLIPDROP_API_URL=f"http://127.0.0.1:{free_port()}", STABILITY_API_KEY=STABILITY_KEY,
-                     STABILITY_API_HOST=stability_stub.url, **extra)
+                     STABILITY_API_HOST=stability_stub.url, IMAGE_CACHE_TTL_S="0", **extra)
     before = stability_stub.calls["stability"]
     with running(env, tmp_path) as server:
         assert len(server.wait_for_log(r"Booting worker with pid", 3)) == 3

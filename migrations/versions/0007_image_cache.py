@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("height", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("claimed_until", sa.Float(), nullable=True),
+        sa.Column("claimed_by", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("key"),
     )
     op.create_index("ix_image_cache_image_sha256", "image_cache", ["image_sha256"])
