@@ -174,7 +174,8 @@ class Achievement(ImageColumns, Base):
     product_type: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The 1200x630 link-preview card of its share pages, drawn once on the first request (see badges/pages.py).
-    share_card_sha256: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    # Last, after the image columns, where migration 0008 added it.
+    share_card_sha256: Mapped[str | None] = mapped_column(String(64), index=True, default=None, sort_order=1)
 
     @classmethod
     def listed_columns(cls) -> tuple:

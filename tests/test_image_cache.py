@@ -223,8 +223,6 @@ def test_a_waiter_takes_over_when_the_claimer_fails(make_clipdrop, http):
     def ask(user_id):
         client = app.test_client()
         start.wait()
-        if user_id == 2:
-            time.sleep(0.1)  # the first request claims the key
         answers[user_id] = generate_storefronts(client, user_id)
 
     threads = [threading.Thread(target=ask, args=(user_id,)) for user_id in (1, 2)]
@@ -232,6 +230,7 @@ def test_a_waiter_takes_over_when_the_claimer_fails(make_clipdrop, http):
         thread.start()
     for thread in threads:
         thread.join()
-    assert answers[1].status_code == 502
-    assert answers[2].status_code == 200 and answers[2].get_json()["storefronts"][0]["cached"] is False
+    failed, served = sorted(answers.values(), key=lambda answer: -answer.status_code)  # whichever claimed first
+    assert (failed.status_code, served.status_code) == (502, 200)
+    assert served.get_json()["storefronts"][0]["cached"] is False
     assert len(answered) == 2

@@ -145,8 +145,9 @@ def celery_service(request, tmp_path_factory, stub) -> Iterator[CeleryService]:
     broker = request.param
     folder = tmp_path_factory.mktemp("celery")
     with module_database(folder) as database_url:
+        # The image cache off: the tests of this module's service count the vendor calls of requests they repeat.
         settings = {"DATABASE_URL": database_url, "IMAGE_DIR": str(folder / "images"), "CELERY_BROKER_URL": broker,
-                    **provider_settings(stub)}
+                    "IMAGE_CACHE_TTL_S": "0", **provider_settings(stub)}
         app = create_app({"TESTING": True, "JOB_SWEEPER": True, **settings})
         app.test_client_class = BufferedClient
         app.extensions["celery"].control.purge()  # nothing left from an earlier run
