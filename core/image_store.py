@@ -56,13 +56,17 @@ def claim(session: Session, sha256: str, size: int) -> None:
                                                     set_={"size": ImageFile.__table__.c.size}))
 
 
-def in_use(session: Session, sha256: str) -> bool:
-    """Whether a committed (or this transaction's) storefront, achievement (its badge or share card) or image cache
-    entry uses the hash."""
-    used = or_(exists().where(Storefront.image_sha256 == sha256), exists().where(Achievement.image_sha256 == sha256),
+def used_by_a_row(sha256):
+    """The condition that a storefront, an achievement (its badge or its share card) or an image cache entry uses
+    the hash (a value, or a column such as `ImageFile.sha256`): every row that keeps a file."""
+    return or_(exists().where(Storefront.image_sha256 == sha256), exists().where(Achievement.image_sha256 == sha256),
                exists().where(Achievement.share_card_sha256 == sha256),
                exists().where(ImageCacheEntry.image_sha256 == sha256))
-    return bool(session.scalar(select(used)))
+
+
+def in_use(session: Session, sha256: str) -> bool:
+    """Whether a committed (or this transaction's) row uses the hash (see `used_by_a_row`)."""
+    return bool(session.scalar(select(used_by_a_row(sha256))))
 
 
 class ImageStore:
@@ -129,10 +133,8 @@ class ImageStore:
 
     @staticmethod
     def unused(session: Session) -> list[str]:
-        """The hashes of the `images` rows no storefront or achievement uses: files an earlier removal left."""
-        used = or_(exists().where(Storefront.image_sha256 == ImageFile.sha256),
-                   exists().where(Achievement.image_sha256 == ImageFile.sha256))
-        return list(session.scalars(select(ImageFile.sha256).where(~used)))
+        """The hashes of the `images` rows no row uses: files an earlier removal left."""
+        return list(session.scalars(select(ImageFile.sha256).where(~used_by_a_row(ImageFile.sha256))))
 
     @contextmanager
     def saving(self, session: Session) -> Iterator[Callable[..., StoredImage]]:
