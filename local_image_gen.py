@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import io
 import math
 import re
 import unicodedata
@@ -532,9 +533,16 @@ def _badge(spec: ImageSpec, w: int, h: int) -> Image.Image:
 CARD_SIZE = (1200, 630)  # what link previews show (Open Graph, summary_large_image cards)
 
 
-def share_card(badge: Image.Image | None, name: str, occasion: str, site: str) -> Image.Image:
-    """The link-preview card of a badge: the badge on the left, its name and occasion beside it, in the occasion's
-    colours; a badge of any shape (the square ones, the wide ones made before) fits its place."""
+def share_card(badge_png: bytes | None, name: str, occasion: str, site: str) -> bytes:
+    """The link-preview card of a badge, as PNG: the badge on the left, its name and occasion beside it, in the
+    occasion's colours; a badge of any shape (the square ones, the wide ones made before) fits its place."""
+    if badge_png is None:
+        return encode(_card(None, name, occasion, site))
+    with Image.open(io.BytesIO(badge_png), formats=["PNG"]) as badge:
+        return encode(_card(badge, name, occasion, site))
+
+
+def _card(badge: Image.Image | None, name: str, occasion: str, site: str) -> Image.Image:
     w, h = CARD_SIZE
     look = badge_look(occasion, f"{name}\n{occasion}")
     img = _gradient(w, h, look.start, look.end, horizontal=True)

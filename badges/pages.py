@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import functools
-import io
 import re
-from contextlib import nullcontext
 from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, render_template, request, url_for
-from PIL import Image
 from sqlalchemy import select, update
 
 import local_image_gen
 from badges.credentials import signed_credential
 from badges.verify import verify_jwt
+from core.cpu import cpu_bound
 from core.db import get_session
 from core.errors import ApiError
 from core.http_edge import base_url, inline_hash, page_headers
 from core.params import parse_id, parse_int
-from core.png import encode
 from models import Achievement, BadgeCredential, Storefront, image_src
 
 pages = Blueprint("pages", __name__, template_folder="templates")
@@ -74,12 +71,11 @@ def share_card(achievement: Achievement) -> str:
         badge = store.read(achievement.image_sha256) if achievement.image_sha256 else None
     except FileNotFoundError:
         badge = None
-    with Image.open(io.BytesIO(badge), formats=["PNG"]) if badge else nullcontext() as picture:
-        card = local_image_gen.share_card(picture, achievement.name, achievement.occasion,
-                                          current_app.extensions["settings"].badge_issuer_name)
+    card = cpu_bound(local_image_gen.share_card, badge, achievement.name, achievement.occasion,
+                     current_app.extensions["settings"].badge_issuer_name)
     with current_app.extensions["sessionmaker"]() as session:
         with store.saving(session) as put:
-            stored = put(encode(card), size=local_image_gen.CARD_SIZE)
+            stored = put(card, size=local_image_gen.CARD_SIZE)
             # The first request's card wins; the same facts draw the same bytes, so a second one is the same file.
             session.execute(update(Achievement).where(Achievement.id == achievement.id,
                                                       Achievement.share_card_sha256.is_(None))
