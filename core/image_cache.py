@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, or_, select, true, update
@@ -58,9 +59,10 @@ class Flight:
         self.kept = False
 
     def keep(self, image: GeneratedImage) -> GeneratedImage:
-        """Store the picture just drawn and make it the key's, for the next identical request."""
+        """Store the picture just drawn and make it the key's, for the next identical request; the picture comes
+        back with its hash."""
         if self.cache is not None and self.key is not None:
-            self.cache.keep(self.key, image, self.labels)
+            image = replace(image, sha256=self.cache.keep(self.key, image, self.labels))
             self.kept = True
         return image
 
@@ -119,7 +121,8 @@ class ImageCache:
                 except FileNotFoundError:  # its file is gone (a store emptied by hand): draw it again
                     log.warning("image cache: the file of entry %s is missing", key[:12])
                 else:
-                    return GeneratedImage(png, row.width, row.height, labels[0], cached=True), None
+                    return GeneratedImage(png, row.width, row.height, labels[0], cached=True,
+                                          sha256=row.image_sha256), None
             now = time.time()
             lease = now + self.lease_s
             owner = current_call().job_id
@@ -170,9 +173,9 @@ class ImageCache:
         except Exception:  # the lease lapses by itself
             log.exception("image cache: could not give back the claim of entry %s", key[:12])
 
-    def keep(self, key: str, image: GeneratedImage, labels: tuple[str, str, str]) -> None:
+    def keep(self, key: str, image: GeneratedImage, labels: tuple[str, str, str]) -> str:
         """Store the picture and point the key at it, in one transaction; the picture it replaces, if any, goes
-        with the files no row uses."""
+        with the files no row uses. The picture's hash."""
         provider, model, kind = labels
         with Session(self.engine) as session:
             with self.store.saving(session) as put:
@@ -185,6 +188,7 @@ class ImageCache:
                                 .on_conflict_do_update(index_elements=["key"], set_=values))
             if replaced and replaced != stored.sha256:
                 self.store.remove_unused(session, [replaced])
+        return stored.sha256
 
     def purge(self) -> int:
         """Delete the entries too old to reuse (every one when the cache is off) and the files no row uses

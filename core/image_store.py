@@ -95,10 +95,11 @@ class ImageStore:
         """'ok' when the store takes files, else a snake_case reason (for /healthz)."""
         raise NotImplementedError
 
-    def describe(self, png: bytes, size: tuple[int, int] | None = None) -> StoredImage:
-        """Hash `png`; without `size` (the caller vouching it checked the bytes already), check it is a PNG."""
+    def describe(self, png: bytes, size: tuple[int, int] | None = None, sha256: str | None = None) -> StoredImage:
+        """Hash `png` (unless the caller knows its hash); without `size` (the caller vouching it checked the bytes
+        already), check it is a PNG."""
         width, height = size or check_png(png)
-        return StoredImage(hashlib.sha256(png).hexdigest(), len(png), width, height)
+        return StoredImage(sha256 or hashlib.sha256(png).hexdigest(), len(png), width, height)
 
     def put(self, png: bytes, size: tuple[int, int] | None = None) -> StoredImage:
         """Store `png` once under its hash (no lock: rows go through `saving`)."""
@@ -145,8 +146,8 @@ class ImageStore:
         """
         written: list[str] = []
 
-        def put(png: bytes, size: tuple[int, int] | None = None) -> StoredImage:
-            image = self.describe(png, size)
+        def put(png: bytes, size: tuple[int, int] | None = None, sha256: str | None = None) -> StoredImage:
+            image = self.describe(png, size, sha256)
             claim(session, image.sha256, image.size)
             if not self.exists(image.sha256):
                 self.write(image.sha256, png)

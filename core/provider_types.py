@@ -56,6 +56,7 @@ class GeneratedImage:
     height: int
     provider: str
     cached: bool = False  # reused from the image cache (core/image_cache.py), not drawn for this request
+    sha256: str | None = None  # its hash, once the store has it: a 1 MB picture is hashed once, not per save
 
 
 @dataclass(frozen=True)

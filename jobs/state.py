@@ -169,7 +169,7 @@ def save_once(app: Flask, job_id: str, slot: str, row: Storefront | Achievement,
     with app.extensions["sessionmaker"]() as session:
         try:
             with app.extensions["image_store"].saving(session) as put:
-                for name, value in put(image.png, size=(image.width, image.height)).columns().items():
+                for name, value in put(image.png, (image.width, image.height), image.sha256).columns().items():
                     setattr(row, name, value)
                 session.add(row)
                 session.flush()
