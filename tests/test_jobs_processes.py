@@ -28,6 +28,7 @@ from jobs.state import FINAL
 from main import create_app
 from models import Job, JobOutput
 from serving import REPO, running, server_env, stop
+from test_faults import readme_celery_command, shell_env
 
 NO_BROKER = "TEST_CELERY_BROKER_URL is not set: the Celery worker tests do not run"
 BROKERS = [url.strip() for url in os.environ.get("TEST_CELERY_BROKER_URL", "").split(",") if url.strip()]
@@ -119,11 +120,22 @@ class CeleryService:
     app: object
     database_url: str
     folder: Path
-    worker: subprocess.Popen
+    env: dict[str, str]
     log_path: Path
+    worker: subprocess.Popen | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def start_worker(self) -> None:
+        """A Celery worker started by the README's own command, from a shell, once it is ready."""
+        with open(self.log_path, "ab") as log_file:
+            self.worker = subprocess.Popen(["bash", "-c", readme_celery_command()], cwd=REPO, env=self.env,
+                                           stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        ready = self.log().count("ready.") + 1
+        wait_until(lambda: self.log().count("ready.") >= ready or self.worker.poll() is not None, WORKER_START_S,
+                   "the worker did not start")
+        assert self.worker.poll() is None, self.log()
 
 
 @contextmanager
@@ -141,32 +153,25 @@ def module_database(folder: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module", params=BROKER_PARAMS)
 def celery_service(request, tmp_path_factory, stub) -> Iterator[CeleryService]:
-    """The service (in this process) and one real Celery worker process, on one broker and database."""
+    """The service (in this process) and a real Celery worker, started by the README's command (a gevent pool of
+    100), on one broker and database."""
     broker = request.param
     folder = tmp_path_factory.mktemp("celery")
     with module_database(folder) as database_url:
         # The image cache off: the tests of this module's service count the vendor calls of requests they repeat.
         settings = {"DATABASE_URL": database_url, "IMAGE_DIR": str(folder / "images"), "CELERY_BROKER_URL": broker,
-                    "IMAGE_CACHE_TTL_S": "0", **provider_settings(stub)}
+                    "IMAGE_CACHE_TTL_S": "0", "CELERY_QUEUE": f"jobs-processes-{os.getpid()}",
+                    **provider_settings(stub)}
         app = create_app({"TESTING": True, "JOB_SWEEPER": True, **settings})
         app.test_client_class = BufferedClient
         app.extensions["celery"].control.purge()  # nothing left from an earlier run
-        env = {name: value for name, value in os.environ.items() if not name.startswith(("TEST_", "PROMETHEUS_"))}
-        env.update(settings, PYTHONPATH=str(REPO))
-        log_path = folder / "worker.log"
-        command = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--concurrency", "2", "--loglevel",
-                   "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"]
-        with open(log_path, "wb") as log_file:
-            worker = subprocess.Popen(command, cwd=folder, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        service = CeleryService(app, database_url, folder, worker, log_path)
+        service = CeleryService(app, database_url, folder, shell_env(settings), folder / "worker.log")
         try:
-            wait_until(lambda: "ready." in service.log() or worker.poll() is not None, WORKER_START_S,
-                       "the worker did not start")
-            assert worker.poll() is None, service.log()
+            service.start_worker()
             yield service
         finally:
-            stop(worker)
+            if service.worker is not None:
+                stop(service.worker)
             app.extensions["jobs"].shutdown()
             app.extensions["engine"].dispose()
 
@@ -175,6 +180,8 @@ def celery_service(request, tmp_path_factory, stub) -> Iterator[CeleryService]:
 def service(celery_service, stub) -> CeleryService:
     stub.latency_s = 0.0
     stub.calls.clear()
+    if celery_service.worker.poll() is not None:  # a test killed it
+        celery_service.start_worker()
     return celery_service
 
 
@@ -190,7 +197,8 @@ def test_celery_runs_the_waiting_request_s_job(service):
     body = response.get_json()
     assert [item["style"] for item in body["storefronts"]] == ["tech"]
     row = job_row(service.database_url, body["job_id"])
-    assert int(row.worker.rpartition(":")[2]) not in {os.getpid(), service.worker.pid}  # a pool process
+    runner = int(row.worker.rpartition(":")[2])  # the worker's own process: its gevent pool runs jobs on greenlets
+    assert runner != os.getpid() and "celery" in Path(f"/proc/{runner}/cmdline").read_text()
     image = client.get(body["storefronts"][0]["image_url"])
     assert image.status_code == 200
     assert image.mimetype == "image/png"
@@ -214,24 +222,22 @@ def test_celery_job_async_with_progress_events(service, stub):
 
 
 def test_celery_canceled_job_never_reaches_the_provider(service, stub):
-    stub.latency_s = 1.5
     client = service.app.test_client()
     user = seed(client)
-    url = f"/gen-new-storefront-images?user_id={user['id']}&shop_theme="
-    busy = [client.post(url + theme, headers={"Prefer": "respond-async"}).get_json()["id"]
-            for theme in ("tech", "food")]
-    for job_id in busy:  # both pool processes are taken
-        runner_pid(service.database_url, job_id)
-    queued = client.post(url + "fashion", headers={"Prefer": "respond-async"}).get_json()["id"]
-    canceled = client.delete(f"/jobs/{queued}")
-    assert canceled.status_code == 200
-    assert canceled.get_json()["status"] == "canceled"
-    for job_id in busy:
-        assert wait_for_job(client, job_id)["status"] == "succeeded"
-    # The canceled job's message is consumed too, and refused by the claim.
+    celery, queue = service.app.extensions["celery"], service.app.extensions["settings"].celery_queue
+    celery.control.cancel_consumer(queue, reply=True, timeout=10)  # the job's message waits on the broker
+    try:
+        queued = client.post(f"/gen-new-storefront-images?user_id={user['id']}&shop_theme=fashion",
+                             headers={"Prefer": "respond-async"}).get_json()["id"]
+        canceled = client.delete(f"/jobs/{queued}")
+        assert canceled.status_code == 200
+        assert canceled.get_json()["status"] == "canceled"
+    finally:
+        celery.control.add_consumer(queue, reply=True, timeout=10)
+    # The canceled job's message is consumed, and refused by the claim.
     wait_until(lambda: f"job {queued}: not claimed" in service.log(), 30, "the canceled job's message was not read")
     assert client.get(f"/jobs/{queued}").get_json()["status"] == "canceled"
-    assert stub.calls["clipdrop"] == 2
+    assert stub.calls["clipdrop"] == 0
 
 
 def test_celery_two_concurrent_requests_with_one_key_make_one_call(service, stub):
@@ -249,15 +255,17 @@ def test_celery_two_concurrent_requests_with_one_key_make_one_call(service, stub
     assert stub.calls["clipdrop"] == 1
 
 
-def test_celery_killed_pool_process_s_job_is_run_again_once(service, stub):
+def test_celery_killed_worker_s_job_is_run_again_once(service, stub):
+    """A worker killed mid-job (its gevent pool dies with it): the job runs again once, on the next worker."""
     stub.latency_s = 1.0
     client = service.app.test_client()
     user = seed(client)
     job_id = client.post(f"/gen-new-storefront-images?user_id={user['id']}&shop_theme=tech",
                          headers={"Prefer": "respond-async"}).get_json()["id"]
     os.kill(runner_pid(service.database_url, job_id), signal.SIGKILL)
+    service.worker.wait(timeout=10)
+    service.start_worker()
     job = wait_for_job(client, job_id)
     assert job["status"] == "succeeded", job
     assert job_row(service.database_url, job_id).attempts == 2
     assert outputs_of(service.database_url, job_id) == 1
-    assert service.worker.poll() is None  # the worker replaced its pool process
