@@ -147,10 +147,19 @@ def when_ready(server) -> None:
 
 def post_worker_init(worker) -> None:
     """Start the worker's job sweeper now, not at its first request: jobs left by a killed worker get run again
-    even when no request comes."""
-    runner = getattr(worker.wsgi, "extensions", {}).get("jobs")
+    even when no request comes. And count the worker's open connections, from accept to close."""
+    extensions = getattr(worker.wsgi, "extensions", {})
+    runner = extensions.get("jobs")
     if runner is not None:
         runner.start_sweeper()
+    if "metrics" in extensions:
+        handle, open_connections = worker.handle, extensions["metrics"].open_connections
+
+        def counted(listener, client, address) -> None:
+            with open_connections.track_inprogress():
+                handle(listener, client, address)
+
+        worker.handle = counted
 
 
 def child_exit(server, worker) -> None:

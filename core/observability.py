@@ -80,6 +80,10 @@ class Metrics:
         self.budget_remaining = prom.Gauge(
             "budget_remaining_usd", "What is left of today's generation budget (UTC), in USD.",
             multiprocess_mode="mostrecent", registry=self.registry)
+        # Counted by gunicorn's workers (gunicorn.conf.py): idle keep-alive connections and slow clients included.
+        self.open_connections = prom.Gauge(
+            "http_open_connections", "Client connections open now to the service's workers.",
+            multiprocess_mode="livesum", registry=self.registry)
         # Called before each scrape: figures kept in shared storage (credits, budget) are set from it then.
         self.refreshers: list[Callable[[], None]] = []
 

@@ -73,6 +73,9 @@ def init_app(app: Flask) -> None:
     metrics.refreshers.append(count_waiting)
     metrics.event_streams = prom.Gauge("event_streams_open", "Job event streams open now.",
                                        multiprocess_mode="livesum", registry=metrics.registry)
+    metrics.waiting_for_job = prom.Gauge("requests_waiting_for_job",
+                                         "Requests open now that wait for their job to end (no Prefer, or wait=N).",
+                                         multiprocess_mode="livesum", registry=metrics.registry)
     app.extensions["job_channel"] = channel_for(app.extensions["settings"], app.extensions["engine"])
     if app.extensions["settings"].celery_broker_url:
         celery_init_app(app)

@@ -80,7 +80,8 @@ def submit(kind: str, params: dict, preferences: Preferences, *, total: int = 1)
     g.job_id = job.id  # for the request's log line
     runner = app.extensions["jobs"]
     if created and runner.runs_in_request(preferences.respond_async, preferences.wait_s):
-        runner.run_here(job.id)
+        with app.extensions["metrics"].waiting_for_job.track_inprogress():
+            runner.run_here(job.id)
     elif created:
         try:
             runner.dispatch(job.id)
@@ -117,7 +118,8 @@ def answer(job: Job, preferences: Preferences) -> Response:
     else:  # no preference: wait as the first version did, but never forever on a job nobody runs
         timeout = 2 * stale_after_s(current_app.extensions["settings"])
     if timeout:
-        job = wait_for(current_app._get_current_object(), job.id, timeout)
+        with current_app.extensions["metrics"].waiting_for_job.track_inprogress():
+            job = wait_for(current_app._get_current_object(), job.id, timeout)
     if job.status in FINAL:
         response = final_answer(job)
         if preferences.wait_s is not None:

@@ -18,6 +18,7 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import postgres_base_url, wait_until
 from fakes import CLIPDROP_KEY
@@ -53,13 +54,22 @@ def test_a_read_answers_while_hundreds_of_generations_wait(server):
     read = requests.get(server.url("/view-all-achievement?limit=5"), timeout=60)
     read_at = time.monotonic() - burst.started
     health = requests.get(server.url("/healthz"), timeout=60)
+    metrics = requests.get(server.url("/metrics"), timeout=60).text
     answers = burst.wait()
     assert read.status_code == 200 and health.status_code == 200
+    assert sample(metrics, "requests_waiting_for_job") == GENERATIONS  # summed over both workers
+    assert sample(metrics, "http_open_connections") >= GENERATIONS + 1  # the scrape's own too
     assert sorted(status for status, _ in answers) == [200] * GENERATIONS, server.tail()
     # Answered while the generations waited on the vendors, not in a slot freed by one of them.
     assert read_at < min(seconds for _, seconds in answers), server.tail()
     listed = requests.get(server.url("/view-all-achievement"), timeout=60).json()["achievements"]
     assert len(listed) == GENERATIONS
+
+
+def sample(metrics: str, name: str) -> float:
+    """The value of the unlabelled sample `name` in a /metrics text."""
+    return next(sample.value for family in text_string_to_metric_families(metrics) for sample in family.samples
+                if sample.name == name)
 
 
 def test_clients_sending_headers_slowly_neither_block_reads_nor_stay_open(server):
