@@ -57,8 +57,9 @@ def test_a_read_answers_while_hundreds_of_generations_wait(server):
     metrics = requests.get(server.url("/metrics"), timeout=60).text
     answers = burst.wait()
     assert read.status_code == 200 and health.status_code == 200
-    assert sample(metrics, "requests_waiting_for_job") == GENERATIONS  # summed over both workers
-    assert sample(metrics, "http_open_connections") >= GENERATIONS + 1  # the scrape's own too
+    waiting = sample(metrics, "requests_waiting_for_job")  # summed over both workers; a loaded machine may have
+    assert GENERATIONS // 2 < waiting <= GENERATIONS  # let the first few end before the scrape
+    assert sample(metrics, "http_open_connections") >= waiting + 1  # the scrape's own connection too
     assert sorted(status for status, _ in answers) == [200] * GENERATIONS, server.tail()
     # Answered while the generations waited on the vendors, not in a slot freed by one of them.
     assert read_at < min(seconds for _, seconds in answers), server.tail()
