@@ -48,7 +48,8 @@ def row(scenario: str, first: str, this: str, target: str) -> None:
 def providers(stub_url: str) -> dict[str, str]:
     return {"IMAGE_PROVIDER": "clipdrop", "CLIPDROP_API_KEY": "bench", "CLIPDROP_API_URL": stub_url,
             "TEXT_PROVIDER": "openai", "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": f"{stub_url}/v1",
-            "PROVIDER_RETRIES": "0", "PROVIDER_TIMEOUT_S": "120"}
+            "PROVIDER_RETRIES": "0", "PROVIDER_TIMEOUT_S": "120",
+            "IMAGE_CACHE_TTL_S": "0"}  # every generation makes its own image call, as in the first version
 
 
 @contextmanager

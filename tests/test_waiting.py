@@ -39,7 +39,8 @@ def server(tmp_path_factory, sqlite_template):
     with vendor_stub(VENDOR_LATENCY_S) as stub_url:
         env = server_env(folder, f"sqlite:///{folder / 'app.db'}", IMAGE_PROVIDER="clipdrop",
                          CLIPDROP_API_KEY=CLIPDROP_KEY, CLIPDROP_API_URL=stub_url, TEXT_PROVIDER="openai",
-                         OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=f"{stub_url}/v1", PROVIDER_RETRIES="0")
+                         OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=f"{stub_url}/v1", PROVIDER_RETRIES="0",
+                         IMAGE_CACHE_TTL_S="0")  # every generation waits on its own image call
         with running(env, folder) as live:
             live.stub_url = stub_url
             yield live
