@@ -24,7 +24,7 @@ from conftest import postgres_base_url, wait_until
 from fakes import CLIPDROP_KEY
 from serving import REPO, Burst, running, server_env, vendor_stub
 
-GENERATIONS = 300
+GENERATIONS = 200
 VENDOR_LATENCY_S = 4.0  # per call; an achievement is a text call, then an image call
 SLOW_CLIENTS = 200
 KEEPALIVE_S = 5  # gunicorn.conf.py: also the time a client gets to send its headers
@@ -46,12 +46,17 @@ def server(tmp_path_factory, sqlite_template):
             yield live
 
 
+@pytest.mark.timeout(300)  # a machine loaded by the rest of the suite admits hundreds of generations slowly
 def test_a_read_answers_while_hundreds_of_generations_wait(server):
-    burst = Burst(server.base_url, "POST", "/gen-achievement-image?date=31%20Oct&product=soju", GENERATIONS)
+    burst = Burst(server.base_url, "POST", "/gen-achievement-image?date=31%20Oct&product=soju", GENERATIONS,
+                  timeout_s=280)
     # Once every generation has made its text call, all of them wait on the vendors: none can end before its image
     # call too, VENDOR_LATENCY_S later at the earliest.
-    wait_until(lambda: requests.get(f"{server.stub_url}/stub/calls", timeout=10).json()["received"].get("openai", 0)
-               >= GENERATIONS, 120, "the generations did not all reach the vendor")
+    def reached() -> bool:  # or ended otherwise, which the assertions below report
+        calls = requests.get(f"{server.stub_url}/stub/calls", timeout=10).json()["received"].get("openai", 0)
+        return calls + len(burst.answers) >= GENERATIONS
+
+    wait_until(reached, 200, "the generations did not all reach the vendor")
     read = requests.get(server.url("/view-all-achievement?limit=5"), timeout=60)
     read_at = time.monotonic() - burst.started
     health = requests.get(server.url("/healthz"), timeout=60)
