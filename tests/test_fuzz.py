@@ -8,6 +8,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.failures import FailureGroup
 
 import schemathesis_hooks  # noqa: F401 - the media types of this API that schemathesis lacks
 from api_docs import load_openapi
@@ -43,3 +44,26 @@ def test_operation_conforms(case, fuzz_app):
     case.call_and_validate(
         app=fuzz_app, session=fuzz_app.test_client(), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
+
+
+def test_a_real_event_stream_conforms(fuzz_app):
+    """Fuzzed job ids never name a job: this checks the stream of real ones against the document, event by event
+    (schemathesis reads a `text/event-stream` schema per event), and a check that can fail."""
+    client = fuzz_app.test_client()
+    job = client.post("/gen-new-storefront-images?user_id=1&shop_theme=all", headers={"Prefer": "wait=60"})
+    assert job.status_code == 200
+    jobs = client.get("/jobs", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()["jobs"]
+    operation = schema["/jobs/{job_id}/events"]["GET"]
+    for listed in jobs:
+        case = operation.Case(path_parameters={"job_id": listed["id"]})
+        response = case.call(app=fuzz_app, session=fuzz_app.test_client())
+        assert response.status_code == 200
+        assert b"event: status" in response.content
+        case.validate_response(response)
+    # The document as it was, the stream "a string": every event a mismatch.
+    earlier = load_openapi()
+    earlier["components"]["schemas"]["JobEvent"] = {"type": "string"}
+    earlier_operation = schemathesis.openapi.from_dict(earlier)["/jobs/{job_id}/events"]["GET"]
+    with pytest.raises(FailureGroup) as raised:
+        earlier_operation.Case(path_parameters={"job_id": jobs[0]["id"]}).validate_response(response)
+    assert [failure.title for failure in raised.value.exceptions] == ["SSE event violates schema"]
