@@ -184,10 +184,10 @@ def delete_all_storefronts():
     require_admin()
     session = get_session()
     store = current_app.extensions["image_store"]
-    hashes = set(session.scalars(select(Storefront.image_sha256).distinct()))
+    hashes = set(session.scalars(select(Storefront.image_sha256).distinct())) | set(store.unused(session))
     deleted = session.execute(delete(Storefront)).rowcount
     session.commit()
-    removed = store.remove_unused(session, hashes | set(store.unused(session)))
+    removed = store.remove_unused(session, hashes)
     return jsonify({"message": "All storefront entries deleted successfully", "deleted": deleted,
                     "files_removed": removed, "files_left": len(store.unused(session))})
 

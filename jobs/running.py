@@ -65,6 +65,15 @@ def execute(app: Flask, job_id: str) -> str | None:
     return status if ended else None
 
 
+def warn(message: str, *args: object, error: Exception) -> None:
+    """Log a background failure: in one line when a dependency is down (it recurs every round while that lasts),
+    with its traceback otherwise."""
+    if (down := unavailable(error)) is not None:
+        log.warning(f"{message}: %s (%s)", *args, down.code, first_line(error))
+    else:
+        log.warning(message, *args, exc_info=error)
+
+
 def keep_alive(app: Flask, job_id: str, attempt: int, stop: threading.Event) -> None:
     """Beat the job's heartbeat until it ends, so no other runner takes it over while this one lives."""
     interval = heartbeat_s(app.extensions["settings"])
@@ -74,8 +83,8 @@ def keep_alive(app: Flask, job_id: str, attempt: int, stop: threading.Event) -> 
                 session.execute(update(Job).where(Job.id == job_id, Job.status == "running", Job.attempts == attempt)
                                 .values(heartbeat_at=utcnow()))
                 session.commit()
-        except Exception:  # a missed beat is not fatal; the next one may succeed
-            log.warning("job %s: heartbeat failed", job_id, exc_info=True)
+        except Exception as error:  # a missed beat is not fatal; the next one may succeed
+            warn("job %s: heartbeat failed", job_id, error=error)
 
 
 class Runner:
@@ -145,8 +154,8 @@ class Runner:
         while not self.stopping.wait(interval):
             try:
                 self.sweep()
-            except Exception:
-                log.warning("job sweeper: this round failed", exc_info=True)
+            except Exception as error:
+                warn("job sweeper: this round failed", error=error)
 
     def sweep(self) -> None:
         """Fail the jobs that went silent twice, re-dispatch the others that went silent or were never run, and
