@@ -39,7 +39,7 @@ from conftest import (
 from core import schema
 from jobs.state import FINAL
 from main import create_app
-from models import Achievement, ImageFile, Job, Storefront
+from models import Achievement, ImageCacheEntry, ImageFile, Job, Storefront
 from s3_server import s3_bucket, s3_endpoint  # noqa: F401 - fixtures
 from serving import REPO, free_port, running, server_env, stop
 
@@ -189,7 +189,8 @@ def deployment(tmp_path_factory) -> Iterator[Deployment]:
             queue = f"faults-{os.getpid()}"
             env = server_env(folder, postgres.url, APP_ENV="production", ADMIN_TOKEN="fault-admin",
                              CELERY_BROKER_URL=broker.url, CELERY_QUEUE=queue, RATELIMIT_STORAGE_URI=limits.url,
-                             GENERATION_RATE_LIMIT="1000/minute", JOB_STALE_S="3", **PRODUCTION_BADGES)
+                             GENERATION_RATE_LIMIT="1000/minute", JOB_STALE_S="3", **PRODUCTION_BADGES,
+                             IMAGE_CACHE_TTL_S="0")  # no cache entry keeps a file that delete-all must remove
             env["IMAGE_DIR"] = str(folder / "images")
             worker_log = folder / "worker.log"
             with open(worker_log, "wb") as log:
@@ -333,8 +334,9 @@ def test_after_every_fault_files_rows_and_jobs_agree(deployment):
     """Runs last: after the faults above, no row points to a missing file, no file is unknown to the store, and no
     job is stuck (the sweeper and the worker end them within a few JOB_STALE_S)."""
     files = stored_files(deployment)
-    used = {row[0] for model in (Storefront, Achievement)
-            for row in rows(deployment, select(model.image_sha256).where(model.image_sha256.is_not(None)))}
+    columns = (Storefront.image_sha256, Achievement.image_sha256, Achievement.share_card_sha256,
+               ImageCacheEntry.image_sha256)  # every row that keeps a file
+    used = {row[0] for column in columns for row in rows(deployment, select(column).where(column.is_not(None)))}
     assert used <= files, "a row points to a missing file"
     assert files <= {row[0] for row in rows(deployment, select(ImageFile.sha256))}, "a file unknown to the store"
     wait_until(lambda: not rows(deployment, select(Job.id).where(Job.status.not_in(FINAL))), 30,
