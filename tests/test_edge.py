@@ -23,12 +23,12 @@ from serving import REPO, Server, running, server_env
 
 ADMIN_TOKEN = "edge-admin-token"
 GUNICORN = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(REPO / "gunicorn.conf.py")]
-# The README's production command and `python main.py` (gevent workers), and gunicorn's other worker classes: each
-# answers the requests gunicorn refuses in its own way.
+# The README's production command and `python main.py` (gevent workers), and gunicorn's plain `sync` worker class,
+# which answers the requests gunicorn refuses through the same code. (gunicorn.conf.py patches the process for
+# gevent as it loads, so a threaded worker class is no longer one it can run.)
 COMMANDS = {"gunicorn": [*GUNICORN, "main:create_app()"],
             "python main.py": [sys.executable, str(REPO / "main.py")],
-            "gunicorn sync": [*GUNICORN, "-k", "sync", "main:create_app()"],
-            "gunicorn gthread": [*GUNICORN, "-k", "gthread", "main:create_app()"]}
+            "gunicorn sync": [*GUNICORN, "-k", "sync", "main:create_app()"]}
 MIB = 1024 * 1024
 
 
