@@ -41,6 +41,7 @@ from core.params import (
     parse_text,
     require_admin,
 )
+from core.provider_slots import ProviderSlots, caps_of
 from core.settings import Settings, read_env_file
 from core.shared_counters import shared_state
 from images.delivery import send_png
@@ -100,8 +101,10 @@ def create_app(config: dict | None = None) -> Flask:
     state = shared_state(engine, settings.ratelimit_storage_uri)
     ledger = app.extensions["ledger"] = Ledger(engine, settings, state, metrics.provider_cost)
     cache = app.extensions["image_cache"] = ImageCache(engine, app.extensions["image_store"], settings)
+    slots = ProviderSlots(state, caps_of(settings), settings.provider_lease_s, metrics.provider_in_flight,
+                          metrics.provider_waiting)
     app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider, state=state, ledger=ledger,
-                                            cache=cache)
+                                            cache=cache, slots=slots)
 
     CORS(app, origins=list(settings.cors_origins), expose_headers=[
         "ETag", "Retry-After", "X-Request-ID", "Location", "Preference-Applied", "Idempotent-Replayed"])

@@ -31,6 +31,7 @@ from core.cpu import cpu_bound
 from core.errors import ContentRejected, ProviderError
 from core.image_cache import ImageCache
 from core.png import MAX_SOURCE_PIXELS, PNG_SIGNATURE, add_text_chunks, check_png, fit_to_png
+from core.provider_slots import ProviderSlots
 from core.provider_types import AchievementDraft, GeneratedImage, ImageSpec, RawImage
 from core.settings import Settings
 from core.shared_counters import SharedState
@@ -104,8 +105,9 @@ class Generator:
     def __init__(self, settings: Settings,
                  watch: Callable[[str, str], AbstractContextManager] | None = None,
                  state: SharedState | None = None, ledger: ledgers.Ledger | None = None,
-                 cache: ImageCache | None = None) -> None:
+                 cache: ImageCache | None = None, slots: ProviderSlots | None = None) -> None:
         self.settings = settings
+        self.slots = slots or ProviderSlots(None, {}, settings.provider_lease_s)  # the vendor caps
         self.watch = watch or (lambda _kind, _provider: nullcontext())  # metrics: observability.watch_provider
         self.cooldown = Cooldown(settings.provider_cooldown_s, state)
         self.ledger = ledger  # a row per provider call
@@ -146,12 +148,15 @@ class Generator:
                                        latency_ms=(time.perf_counter() - started) * 1000)
                 return flight.image
             with self.watch("image", provider.NAME), ledgers.calls(self.ledger, "image", provider):
-                png = cpu_bound(to_png, provider.generate_image(spec, self.settings), spec, provider.NAME)
+                with self.slots.hold(provider.NAME):  # the vendor's slot, for its call only
+                    raw = provider.generate_image(spec, self.settings)
+                png = cpu_bound(to_png, raw, spec, provider.NAME)
             return flight.keep(GeneratedImage(png, spec.width, spec.height, provider.NAME))
 
     def write_achievement(self, day: date, product: str) -> AchievementDraft:
         """Ask the text provider for an achievement tied to the celebration nearest `day`."""
-        with self.watch("text", self.text_provider.NAME), ledgers.calls(self.ledger, "text", self.text_provider):
+        with self.watch("text", self.text_provider.NAME), ledgers.calls(self.ledger, "text", self.text_provider), \
+                self.slots.hold(self.text_provider.NAME):
             return self.text_provider.write_achievement(day, product, self.settings)
 
 

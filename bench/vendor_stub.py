@@ -82,7 +82,8 @@ def multipart_fields(content_type: str, body: bytes) -> dict[str, str] | None:
 
 
 class VendorStub(ThreadingHTTPServer):
-    """The stub server: `latency_s` is read on every request, `calls` counts answered calls per vendor."""
+    """The stub server: `latency_s` is read on every request, `calls` counts answered calls per vendor, `in_flight`
+    the calls it is working on now and `most_in_flight` the most it worked on at once."""
 
     daemon_threads = True
     request_queue_size = 1024  # a burst of hundreds of callers connects at once, as to a real vendor
@@ -92,6 +93,8 @@ class VendorStub(ThreadingHTTPServer):
         self.latency_s = latency_s
         self.calls: Counter[str] = Counter()
         self.received: Counter[str] = Counter()  # calls that have arrived, answered or not yet
+        self.in_flight: Counter[str] = Counter()
+        self.most_in_flight: Counter[str] = Counter()
         self.lock = threading.Lock()
 
     @property
@@ -101,6 +104,17 @@ class VendorStub(ThreadingHTTPServer):
     def count(self, vendor: str) -> None:
         with self.lock:
             self.calls[vendor] += 1
+
+    def work(self, vendor: str) -> None:
+        """Take `latency_s`, as the vendor would, counted among the calls in flight."""
+        with self.lock:
+            self.in_flight[vendor] += 1
+            self.most_in_flight[vendor] = max(self.most_in_flight[vendor], self.in_flight[vendor])
+        try:
+            time.sleep(self.latency_s)
+        finally:
+            with self.lock:
+                self.in_flight[vendor] -= 1
 
 
 class StubHandler(BaseHTTPRequestHandler):
@@ -152,7 +166,7 @@ class StubHandler(BaseHTTPRequestHandler):
         fields = multipart_fields(self.headers.get("Content-Type", ""), body)
         if not fields or not fields.get("prompt"):
             return self.error_json(400, {"error": "prompt is required (multipart/form-data)"})
-        time.sleep(self.server.latency_s)
+        self.server.work("clipdrop")
         self.server.count("clipdrop")
         self.answer(200, noisy_png(1024, 1024), "image/png",
                     {"x-remaining-credits": "99", "x-credits-consumed": "1"})
@@ -171,7 +185,7 @@ class StubHandler(BaseHTTPRequestHandler):
         size = ASPECT_SIZES.get(fields.get("aspect_ratio") or "1:1")
         if size is None or fields.get("output_format", "png") != "png":
             return fail(400, "bad_request", "unsupported aspect_ratio or output_format")
-        time.sleep(self.server.latency_s)
+        self.server.work("stability")
         self.server.count("stability")
         png, seed = noisy_png(*size), 12345
         if self.headers.get("Accept", "image/*").startswith("application/json"):
@@ -192,7 +206,7 @@ class StubHandler(BaseHTTPRequestHandler):
                 raise ValueError("no messages")
         except (ValueError, KeyError, TypeError):
             return fail(400, "a JSON body with model and messages is required", "invalid_request_error")
-        time.sleep(self.server.latency_s)
+        self.server.work("openai")
         self.server.count("openai")
         completion = {
             "id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()), "model": model,

@@ -67,6 +67,12 @@ class Metrics:
         self.generations = prom.Counter(
             "generations", "Calls to generation providers, by kind, provider and outcome.",
             ["kind", "provider", "outcome"], registry=self.registry)
+        self.provider_in_flight = prom.Gauge(
+            "provider_calls_in_flight", "Calls to a generation provider under way now.", ["provider"],
+            multiprocess_mode="livesum", registry=self.registry)
+        self.provider_waiting = prom.Gauge(
+            "provider_calls_waiting", "Calls waiting for a slot of a provider (<PROVIDER>_MAX_IN_FLIGHT).",
+            ["provider"], multiprocess_mode="livesum", registry=self.registry)
         self.provider_seconds = prom.Histogram(
             "provider_latency_seconds", "Time a generation provider took, retries included.", ["kind", "provider"],
             buckets=PROVIDER_BUCKETS, registry=self.registry)

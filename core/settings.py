@@ -43,6 +43,11 @@ class Settings:
     provider_timeout_s: float = 60.0
     provider_retries: int = 3
     provider_cooldown_s: float = 30.0
+    # Calls in flight to one vendor across every process (None: no cap), and the lease of a call's slot.
+    clipdrop_max_in_flight: int | None = None
+    stability_max_in_flight: int | None = None
+    openai_max_in_flight: int | None = None
+    provider_lease_s: float = 30.0
     max_request_bytes: int = 1024 * 1024
     generation_rate_limit: str | None = None
     verify_rate_limit: str = "60/minute"
@@ -150,6 +155,10 @@ class Settings:
             provider_timeout_s=number("PROVIDER_TIMEOUT_S", defaults.provider_timeout_s, float, 0.001),
             provider_retries=int(number("PROVIDER_RETRIES", defaults.provider_retries, int, 0)),
             provider_cooldown_s=number("PROVIDER_COOLDOWN_S", defaults.provider_cooldown_s, float, 0),
+            clipdrop_max_in_flight=int(number("CLIPDROP_MAX_IN_FLIGHT", 0, int, 1)) or None,
+            stability_max_in_flight=int(number("STABILITY_MAX_IN_FLIGHT", 0, int, 1)) or None,
+            openai_max_in_flight=int(number("OPENAI_MAX_IN_FLIGHT", 0, int, 1)) or None,
+            provider_lease_s=number("PROVIDER_LEASE_S", defaults.provider_lease_s, float, 0.5),
             max_request_bytes=int(number("MAX_REQUEST_BYTES", defaults.max_request_bytes, int, 1)),
             generation_rate_limit=_rate_limit("GENERATION_RATE_LIMIT", get("GENERATION_RATE_LIMIT")),
             verify_rate_limit=_rate_limit("VERIFY_RATE_LIMIT", text("VERIFY_RATE_LIMIT", defaults.verify_rate_limit)),

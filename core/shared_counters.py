@@ -1,4 +1,5 @@
-"""Counters every worker process and machine shares: rate limits, provider cool-downs, the last credits reading.
+"""Counters every worker process and machine shares: rate limits, provider cool-downs, the last credits reading,
+and the leased slots of the calls in flight to each vendor (core/provider_slots.py).
 
 They live in the service's own database (one small table, `shared_counters`), or in Redis when
 RATELIMIT_STORAGE_URI names one, so one process learning something (a limit reached, a provider failing)
@@ -40,10 +41,27 @@ PUT = text(
 )
 # Takes the name only when it is free or expired: the first process wins, the others get no row back.
 CLAIM = text(
-    "INSERT INTO shared_counters (name, value, expires_at) VALUES (:name, 1, :expires_at) "
-    "ON CONFLICT (name) DO UPDATE SET value = 1, expires_at = excluded.expires_at "
+    "INSERT INTO shared_counters (name, value, expires_at) VALUES (:name, :value, :expires_at) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at "
     "WHERE shared_counters.expires_at <= :now RETURNING value"
 )
+# A slot's lease is renewed or given back only by its holder, whose token is the row's value.
+RENEW = text("UPDATE shared_counters SET expires_at = :expires_at WHERE name = :name AND value = :token")
+FREE = text("DELETE FROM shared_counters WHERE name = :name AND value = :token")
+# Redis: the same three steps, each atomic. KEYS[1] is the slots' prefix, a slot's key that prefix and its number.
+REDIS_TAKE = """
+for i = 0, tonumber(ARGV[1]) - 1 do
+  if redis.call('SET', KEYS[1] .. i, ARGV[2], 'NX', 'PX', ARGV[3]) then return KEYS[1] .. i end
+end
+return false
+"""
+REDIS_RENEW = """
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then redis.call('PEXPIRE', key, ARGV[#ARGV]) end
+end
+return 0
+"""
+REDIS_FREE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class SharedState(Protocol):
@@ -54,6 +72,12 @@ class SharedState(Protocol):
     def get(self, name: str) -> int | None: ...
 
     def claim(self, name: str, ttl_s: float) -> bool: ...
+
+    def take_slot(self, prefix: str, count: int, token: int, ttl_s: float) -> str | None: ...
+
+    def renew_slots(self, held: dict[str, int], ttl_s: float) -> None: ...
+
+    def free_slot(self, name: str, token: int) -> None: ...
 
 
 class DatabaseState:
@@ -87,7 +111,33 @@ class DatabaseState:
         """True for the one caller that takes `name` while it is free; it stays taken for `ttl_s` seconds."""
         now = time.time()
         with self.engine.begin() as connection:
-            return connection.execute(CLAIM, {"name": name, "now": now, "expires_at": now + ttl_s}).first() is not None
+            return connection.execute(CLAIM, {"name": name, "value": 1, "now": now,
+                                              "expires_at": now + ttl_s}).first() is not None
+
+    def take_slot(self, prefix: str, count: int, token: int, ttl_s: float) -> str | None:
+        """Lease one of the `count` slots `<prefix><n>` that is free or expired, as `token`; its name, or None."""
+        now = time.time()
+        taken_now = select(SharedCounter.name).where(SharedCounter.name.startswith(prefix, autoescape=True),
+                                                     SharedCounter.expires_at > now)
+        with self.engine.begin() as connection:
+            taken = set(connection.scalars(taken_now))
+            for name in (f"{prefix}{number}" for number in range(count)):
+                if name not in taken and connection.execute(CLAIM, {"name": name, "value": token, "now": now,
+                                                                    "expires_at": now + ttl_s}).first():
+                    return name
+        return None
+
+    def renew_slots(self, held: dict[str, int], ttl_s: float) -> None:
+        """Extend the leases of the slots this process holds (name: token) by `ttl_s` from now."""
+        expires_at = time.time() + ttl_s
+        with self.engine.begin() as connection:
+            connection.execute(RENEW, [{"name": name, "token": token, "expires_at": expires_at}
+                                       for name, token in held.items()])
+
+    def free_slot(self, name: str, token: int) -> None:
+        """Give the slot back, if this holder still has it."""
+        with self.engine.begin() as connection:
+            connection.execute(FREE, {"name": name, "token": token})
 
     def delete(self, name: str | None = None, prefix: str | None = None) -> int:
         """Remove one counter, or every counter whose name starts with `prefix`; how many went."""
@@ -125,6 +175,18 @@ class RedisState:
 
     def claim(self, name: str, ttl_s: float) -> bool:
         return bool(self.redis.set(self.PREFIX + name, 1, px=max(1, int(ttl_s * 1000)), nx=True))
+
+    def take_slot(self, prefix: str, count: int, token: int, ttl_s: float) -> str | None:
+        name = self.redis.eval(REDIS_TAKE, 1, self.PREFIX + prefix, count, token, max(1, int(ttl_s * 1000)))
+        return name.decode().removeprefix(self.PREFIX) if name else None
+
+    def renew_slots(self, held: dict[str, int], ttl_s: float) -> None:
+        names = list(held)
+        self.redis.eval(REDIS_RENEW, len(names), *(self.PREFIX + name for name in names),
+                        *(held[name] for name in names), max(1, int(ttl_s * 1000)))
+
+    def free_slot(self, name: str, token: int) -> None:
+        self.redis.eval(REDIS_FREE, 1, self.PREFIX + name, token)
 
 
 def uses_redis(storage_uri: str | None) -> bool:
