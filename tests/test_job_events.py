@@ -45,6 +45,13 @@ def run_job(app, job_id: str, themes=("tech", "food", "fashion")) -> None:
     assert finish(app, job_id, attempt, status="succeeded", http_status=200, result={"job_id": job_id})
 
 
+def assert_ran(ids: list[str]) -> None:
+    """The ids of run_job's events after `0:queued`: its start (unless the stream read the row only once the job
+    had ended: changes that come together are told together), each theme, and its end."""
+    assert ids[-4:] == ["1:running", "2:running", "3:running", "3:succeeded"]
+    assert ids[:-4] in ([], ["0:running"])
+
+
 class Stream:
     """A client of `/jobs/{id}/events` reading in a thread of its own, keeping each block as it arrives."""
 
@@ -83,9 +90,9 @@ def test_every_event_has_an_id_and_the_stream_says_how_soon_to_reconnect(app):
     assert stream.response.status_code == 200
     assert stream.blocks[0] == {"retry": "1000"}
     events = stream.events()
-    assert [(block["event"], block["id"]) for block in events] == [
-        ("status", "0:queued"), ("status", "0:running"), ("progress", "1:running"), ("progress", "2:running"),
-        ("progress", "3:running"), ("status", "3:succeeded")]
+    assert (events[0]["event"], events[0]["id"]) == ("status", "0:queued")
+    assert_ran([block["id"] for block in events[1:]])
+    assert [block["event"] for block in events[-4:]] == ["progress", "progress", "progress", "status"]
     assert json.loads(events[-1]["data"])["result"] == {"job_id": job_id}
 
 
@@ -135,15 +142,15 @@ def test_a_stream_ends_by_itself_after_sse_max_s(make_app):
     started = time.monotonic()
     stream = Stream(app, job_id)
     assert stream.ended.wait(10), "the stream did not end"
-    assert 0.4 <= time.monotonic() - started < 5
+    assert time.monotonic() - started >= 0.4  # not before SSE_MAX_S
     assert [(block["event"], block["id"]) for block in stream.events()] == [("status", "0:queued")]
-    # EventSource reconnects with the last id; what happens meanwhile arrives on the new stream.
-    again = Stream(app, job_id, headers={"Last-Event-ID": "0:queued"})
+    # EventSource reconnects with the last id (here to another process, whose streams last longer); what happens
+    # meanwhile arrives on the new stream.
+    again = Stream(make_app(SSE_MAX_S="30"), job_id, headers={"Last-Event-ID": "0:queued"})
     wait_until(lambda: again.blocks, 10, "the stream did not start")
     run_job(app, job_id)
     assert again.ended.wait(10)
-    assert [block["id"] for block in again.events()] == ["0:running", "1:running", "2:running", "3:running",
-                                                         "3:succeeded"]
+    assert_ran([block["id"] for block in again.events()])
 
 
 @pytest.mark.parametrize("web_concurrency", ["1", None], ids=["one-process", "several-processes"])

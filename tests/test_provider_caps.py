@@ -27,7 +27,7 @@ ASYNC = {"Prefer": "respond-async"}
 
 def vendor_settings(stub, vendor: str, cap: int) -> dict[str, str]:
     """Settings that send `vendor`'s calls to the stub, capped at `cap` in flight."""
-    common = {"PROVIDER_RETRIES": "0", f"{vendor.upper()}_MAX_IN_FLIGHT": str(cap)}
+    common = {"PROVIDER_RETRIES": "0", f"{vendor.upper()}_MAX_IN_FLIGHT": str(cap), "IMAGE_CACHE_TTL_S": "0"}
     if vendor == "clipdrop":
         return {**common, "IMAGE_PROVIDER": "clipdrop", "CLIPDROP_API_KEY": CLIPDROP_KEY, "CLIPDROP_API_URL": stub.url}
     if vendor == "stability":
