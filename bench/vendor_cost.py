@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bench import vendor_stub  # noqa: E402
 from bench.run import (  # noqa: E402
     REQUEST_TIMEOUT_S,
+    DeadlineReached,
     Row,
     ScenarioError,
     Service,
@@ -58,6 +59,7 @@ from bench.run import (  # noqa: E402
     free_port,
     machine,
     ms,
+    on_deadline,
     process_tree,
     scenario_shipped_nginx,
     stop_process,
@@ -224,7 +226,8 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=PAIRS)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (databases, images, logs)")
     args = parser.parse_args()
-    signal.alarm(DEADLINE_S)  # whatever happens, the run ends
+    signal.signal(signal.SIGALRM, on_deadline)
+    signal.alarm(DEADLINE_S)  # whatever happens, the run ends, with the rows measured so far
     started, load_before = time.monotonic(), os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="futurepast-vendor-cost-"))
     stub = vendor_stub.start(latency_s=0.0)
@@ -263,7 +266,7 @@ def main() -> int:
                         met=verdict(mine_p < 200e6), note="sum of Pss in /proc/<pid>/smaps_rollup over the tree"))
         first.stop()
         rows.append(storefront_cache(ours, stub, args.storefronts, args.pairs))
-    except ScenarioError as error:
+    except (ScenarioError, DeadlineReached) as error:
         rows.append(Row("the rest of the run", figure="error", met="error", note=str(error)))
     finally:
         signal.alarm(0)
