@@ -201,36 +201,47 @@ def celery_worker(env: dict[str, str], log_path: Path):
         stop(worker)
 
 
+def side_by_side(stub_url: str, folder: Path, hundred: int, many: int, jobs: int) -> float:
+    """Every scenario but Celery's; the time of one generation on this service."""
+    with first_version(stub_url, folder) as first:
+        single_first = one_generation(first)
+        first_wall, first_ok, first_reads = burst(first, hundred)
+    with this_service(stub_url, folder) as (base, _env):
+        single = one_generation(base)
+        row("one generation", f"{single_first:.1f} s", f"{single:.1f} s", "")
+        wall, ok, reads = burst(base, hundred)
+        row(f"{hundred} generations at once: all answered after", f"{first_wall:.1f} s ({first_ok} ok)",
+            f"{wall:.1f} s ({ok} ok), {wall / first_wall:.2f}x", "<= 1.2x the first version")
+        row("  reads during them", first_reads, reads, "p99 < 100 ms, none unanswered")
+        wall, ok, reads = burst(base, many)
+        row(f"{many} generations at once: all answered after", "", f"{wall:.1f} s ({ok} ok), "
+            f"{wall / single:.1f}x one generation", "<= 3x one generation")
+        row("  reads during them", "", reads, "p99 < 100 ms")
+        reads, closed = slow_clients(base)
+        row("200 clients sending headers a byte at a time (8 s)", "",
+            f"reads {reads}; {closed} of 200 closed by the server", "reads < 100 ms, closed after a timeout")
+        took, succeeded = async_jobs(base, jobs)
+        row(f"{jobs} respond-async jobs, in-process runner", "", f"{took:.1f} s ({succeeded} succeeded), "
+            f"{took / single:.1f}x one generation", "<= 3x one generation")
+    return single
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=5.0, help="seconds per vendor call")
     parser.add_argument("--quick", action="store_true", help="smaller bursts (a smoke run)")
+    parser.add_argument("--celery-only", action="store_true", help="only the respond-async jobs on Celery")
     args = parser.parse_args()
     hundred, many, jobs = (20, 50, 20) if args.quick else (100, 500, 200)
     folder = Path(tempfile.mkdtemp(prefix="bench-waiting-"))
     print(f"vendor latency {args.latency:g} s per call; an achievement is a text call, then an image call", flush=True)
     try:
         with vendor_stub(args.latency) as stub_url:
-            with first_version(stub_url, folder) as first:
-                single_first = one_generation(first)
-                first_wall, first_ok, first_reads = burst(first, hundred)
-            with this_service(stub_url, folder) as (base, _env):
-                single = one_generation(base)
-                row("one generation", f"{single_first:.1f} s", f"{single:.1f} s", "")
-                wall, ok, reads = burst(base, hundred)
-                row(f"{hundred} generations at once: all answered after", f"{first_wall:.1f} s ({first_ok} ok)",
-                    f"{wall:.1f} s ({ok} ok), {wall / first_wall:.2f}x", "<= 1.2x the first version")
-                row("  reads during them", first_reads, reads, "p99 < 100 ms, none unanswered")
-                wall, ok, reads = burst(base, many)
-                row(f"{many} generations at once: all answered after", "", f"{wall:.1f} s ({ok} ok), "
-                    f"{wall / single:.1f}x one generation", "<= 3x one generation")
-                row("  reads during them", "", reads, "p99 < 100 ms")
-                reads, closed = slow_clients(base)
-                row("200 clients sending headers a byte at a time (8 s)", "",
-                    f"reads {reads}; {closed} of 200 closed by the server", "reads < 100 ms, closed after a timeout")
-                took, succeeded = async_jobs(base, jobs)
-                row(f"{jobs} respond-async jobs, in-process runner", "", f"{took:.1f} s ({succeeded} succeeded), "
-                    f"{took / single:.1f}x one generation", "<= 3x one generation")
+            if not args.celery_only:
+                single = side_by_side(stub_url, folder, hundred, many, jobs)
+            else:
+                with this_service(stub_url, folder) as (base, _env):
+                    single = one_generation(base)
             queue = f"bench-waiting-{os.getpid()}"
             with this_service(stub_url, folder, CELERY_BROKER_URL=BROKER, CELERY_QUEUE=queue) as (base, env):
                 with celery_worker({**env, "PORT": ""}, folder / "worker.log"):

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 BROKER_CONNECT_S = 2
 
+# Above any pool's concurrency (the README's command runs 100 greenlets).
+BROKER_MAX_CONNECTIONS = 1000
+
 
 def celery_init_app(app: Flask):
     """The Celery app of this service (Flask's "Background Tasks with Celery" pattern): its task carries a job id
@@ -46,7 +49,10 @@ def celery_init_app(app: Flask):
         task_time_limit=longest + 30,
         # Redis delivers an unacknowledged message again after this long: after a job may have gone stale.
         broker_transport_options={"visibility_timeout": int(stale_after_s(settings)) + 1,
-                                  "socket_connect_timeout": BROKER_CONNECT_S},
+                                  "socket_connect_timeout": BROKER_CONNECT_S,
+                                  # Redis: a gevent pool of 100 acknowledges on up to 100 connections at once; the
+                                  # transport's default of 10 failed acks with "Too many connections".
+                                  "max_connections": BROKER_MAX_CONNECTIONS},
         worker_hijack_root_logger=False,
     )
 
