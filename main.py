@@ -80,6 +80,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     if settings.trusted_hosts:  # any other Host is 400 bad_request (Werkzeug's SecurityError, answered in JSON)
         app.config["TRUSTED_HOSTS"] = list(settings.trusted_hosts)
+        app.wsgi_app = http_edge.case_insensitive_host(app.wsgi_app)
     if settings.trusted_proxies:  # the client address (rate limits) is what the proxies in front say it is
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     app.json.sort_keys = False

@@ -25,6 +25,16 @@ def init_app(app: Flask) -> None:
     app.after_request(add_security_headers)
 
 
+def case_insensitive_host(wsgi_app):
+    """Host names are case-insensitive (RFC 9110) but Werkzeug compares TRUSTED_HOSTS case by case: lower the Host
+    header before it is compared."""
+    def lowered(environ, start_response):
+        if host := environ.get("HTTP_HOST"):
+            environ["HTTP_HOST"] = host.lower()
+        return wsgi_app(environ, start_response)
+    return lowered
+
+
 def refuse_large_bodies() -> None:
     # Werkzeug only enforces the limit when the body is read; refuse early so every route answers alike.
     limit = current_app.extensions["settings"].max_request_bytes

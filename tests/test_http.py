@@ -133,7 +133,7 @@ def test_no_rate_limit_by_default(client):
 
 def test_trusted_hosts_answer_any_other_host_with_json_400(make_app):
     client = make_app(TRUSTED_HOSTS="api.shop.example, .cdn.example, 127.0.0.1").test_client()
-    for host in ("api.shop.example", "api.shop.example:8443", "img.cdn.example", "127.0.0.1:5000"):
+    for host in ("api.shop.example", "API.Shop.Example", "api.shop.example:8443", "img.cdn.example", "127.0.0.1:5000"):
         assert client.get("/view-all-achievement", headers={"Host": host}).status_code == 200, host
     for host in ("evil.example", "api.shop.example.evil.example", "shop.example", "localhost"):
         response = client.get("/view-all-achievement", headers={"Host": host})
