@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import vendor_stub  # noqa: E402
+from bench.run import wait_until  # noqa: E402
 from tests.serving import free_port, stop  # noqa: E402
 
 SLOTS_PER_PROCESS = 4
@@ -40,18 +41,6 @@ def start(command: list[str], env: dict[str, str], workdir: Path, name: str) -> 
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-
-
-def wait_until(check, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 @contextmanager

@@ -29,6 +29,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from bench.run import wait_until  # noqa: E402
 from core import schema  # noqa: E402
 from serving import Burst, free_port, running, server_env, stop, vendor_stub  # noqa: E402
 from test_faults import readme_celery_command, shell_env  # noqa: E402
@@ -66,7 +67,7 @@ def first_version(stub_url: str, folder: Path):
                                    stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{env['PORT']}"
     try:
-        wait_for(lambda: requests.get(base + READ, timeout=2).status_code == 200, 60)
+        wait_until(lambda: requests.get(base + READ, timeout=2).status_code == 200, 60, "the server")
         yield base
     finally:
         stop(process)
@@ -81,18 +82,6 @@ def this_service(stub_url: str, folder: Path, **settings: str):
     env.pop("WEB_CONCURRENCY")  # gunicorn.conf.py's default, as the README runs it
     with running(env, folder / "service") as server:
         yield server.base_url, env
-
-
-def wait_for(check, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("timed out")
 
 
 class Reads:
@@ -195,7 +184,7 @@ def celery_worker(env: dict[str, str], log_path: Path):
         worker = subprocess.Popen(["bash", "-c", readme_celery_command()], cwd=ROOT, env=shell_env(env),
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: "ready." in log_path.read_text(errors="replace"), 60)
+        wait_until(lambda: "ready." in log_path.read_text(errors="replace"), 60, "the Celery worker")
         yield
     finally:
         stop(worker)
