@@ -263,6 +263,8 @@ def signing_key(workdir: Path, name: str) -> Path:
 class Service:
     """The service under gunicorn, with a session that speaks to it."""
 
+    name = "gunicorn"
+
     def __init__(self, workdir: Path, stub_url: str, **settings: str) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -289,7 +291,7 @@ class Service:
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
         if self.process.poll() is not None:
-            raise ScenarioError(f"gunicorn exited with {self.process.returncode}; see {self.log_path}")
+            raise ScenarioError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
         return self.http.request(method, self.url + path, timeout=REQUEST_TIMEOUT_S, **kwargs)
 
     def get(self, path: str, **kwargs) -> requests.Response:

@@ -60,9 +60,7 @@ from bench.run import (  # noqa: E402
     machine,
     ms,
     on_deadline,
-    process_tree,
     scenario_shipped_nginx,
-    stop_process,
     table,
     tree_cpu_s,
     tree_pss,
@@ -81,8 +79,10 @@ THEMES = ("tech", "food", "fashion", "home", "sports")
 DEADLINE_S = 1200
 
 
-class FirstVersion:
+class FirstVersion(Service):
     """The first version's `python main.py` (Flask's own server), from its commit, in a folder of its own."""
+
+    name = "the first version"
 
     def __init__(self, workdir: Path, stub_url: str) -> None:
         self.workdir = workdir / "first-version"
@@ -106,24 +106,6 @@ class FirstVersion:
         except BaseException:
             self.stop()
             raise
-
-    def pids(self) -> list[int]:
-        return process_tree(self.process.pid)
-
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        if self.process.poll() is not None:
-            raise ScenarioError(f"the first version exited with {self.process.returncode}; see {self.log_path}")
-        return self.http.request(method, self.url + path, timeout=REQUEST_TIMEOUT_S, **kwargs)
-
-    def get(self, path: str, **kwargs) -> requests.Response:
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs) -> requests.Response:
-        return self.request("POST", path, **kwargs)
-
-    def stop(self) -> None:
-        self.http.close()
-        stop_process(self.process)
 
 
 def achievement_path(index: int) -> str:
