@@ -807,15 +807,20 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    load_after = os.getloadavg()[0]
-    report = (f"Machine: {machine()}\nCommit {commit()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+    return publish("results.md", f"Commit {commit()}", started, load_before, rows)
+
+
+def publish(file_name: str, what: str, started: float, load_before: float, rows: list[Row]) -> int:
+    """Print the run's table under a line on the machine, the code and the load, write it to bench/out/file_name,
+    and give the exit status: 0 when every target was met."""
+    report = (f"Machine: {machine()}\n{what}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
               f"run took {time.monotonic() - started:.0f} s; load average {load_before:.1f} before, "
-              f"{load_after:.1f} after (above ~1, other work shared the CPU and absolute figures suffer)\n\n"
+              f"{os.getloadavg()[0]:.1f} after (above ~1, other work shared the CPU and absolute figures suffer)\n\n"
               f"{table(rows)}\n")
     print(report)
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
-    (out / "results.md").write_text(report)
+    (out / file_name).write_text(report)
     return 0 if all(row.met == "yes" for row in rows) else 1
 
 

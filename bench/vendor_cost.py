@@ -57,11 +57,10 @@ from bench.run import (  # noqa: E402
     commit,
     expect,
     free_port,
-    machine,
     ms,
     on_deadline,
+    publish,
     scenario_shipped_nginx,
-    table,
     tree_cpu_s,
     tree_pss,
     verdict,
@@ -261,14 +260,8 @@ def main() -> int:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    report = (f"Machine: {machine()}\nCommit {commit()} against the first version {FIRST_VERSION}, "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; run took {time.monotonic() - started:.0f} s; "
-              f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n\n{table(rows)}\n")
-    print(report)
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "vendor_cost.md").write_text(report)
-    return 0 if all(row.met == "yes" for row in rows) else 1
+    return publish("vendor_cost.md", f"Commit {commit()} against the first version {FIRST_VERSION}", started,
+                   load_before, rows)
 
 
 if __name__ == "__main__":
