@@ -7,15 +7,13 @@ from collections.abc import Callable
 
 from flask import Blueprint, current_app, redirect, request
 from sqlalchemy import select
-from werkzeug.wsgi import FileWrapper, wrap_file
+from werkzeug.wsgi import wrap_file
 
-from core.cpu import patched
 from core.errors import NotFound
 from core.image_store import IMMUTABLE, SHA256_NAME, DiskStore, ImageStore, S3Store
 from models import ImageFile
 
 bp = Blueprint("images", __name__)
-GEVENT_BLOCK = 256 * 1024
 # The compat routes name a row, whose image may change: browsers check again after an hour.
 COMPAT_CACHE = "public, max-age=3600"
 
@@ -71,9 +69,7 @@ def _png_body(store: ImageStore, sha256: str, not_found: Callable[[], NotFound],
         file = store.path(sha256).open("rb")
     except FileNotFoundError:
         raise not_found() from None
-    # Under gevent, "sendfile" is gevent's read-and-send loop of 8 KiB blocks (its sockets are non-blocking): 128
-    # trips through the loop per 1 MB badge. Blocks of GEVENT_BLOCK bytes, each one sendall, cost a few.
-    body = FileWrapper(file, GEVENT_BLOCK) if patched() else wrap_file(request.environ, file)
+    body = wrap_file(request.environ, file)  # the server's sendfile, when it has one
     response = app.response_class(body, mimetype="image/png", direct_passthrough=True)
     response.content_length = os.fstat(file.fileno()).st_size
     return response

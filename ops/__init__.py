@@ -1,5 +1,6 @@
 """Running the service: `/healthz` and `/metrics` (`health`), serving it with gunicorn or Werkzeug's development
-server (`serving`), and gunicorn's own errors in JSON (`gunicorn_errors`)."""
+server (`serving`), gunicorn's own errors in JSON (`gunicorn_errors`), and the kernel's sendfile for gevent's sockets
+(`gevent_sendfile`)."""
 
 from __future__ import annotations
 

@@ -35,8 +35,9 @@ def gunicorn_config(tmp_path, **settings: str) -> dict:
               "from gunicorn.app.base import Application; "
               "[c.set(k, v) for k, v in Application.get_config_from_filename(None, sys.argv[1]).items() "
               "if k in c.settings]; "
-              "print(json.dumps({k: getattr(c, k) for k in ('bind', 'worker_class_str', 'workers', "
-              "'worker_connections', 'timeout', 'graceful_timeout', 'keepalive', 'sendfile', 'preload_app')}))")
+              "print(json.dumps({**{k: getattr(c, k) for k in ('bind', 'worker_class_str', 'workers', "
+              "'worker_connections', 'timeout', 'graceful_timeout', 'keepalive', 'sendfile', 'preload_app')}, "
+              "'socket_sendfile': __import__('gevent.socket').socket.socket.sendfile.__module__}))")
     result = subprocess.run([sys.executable, "-c", script, str(REPO / "gunicorn.conf.py")], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60)  # cwd: no developer's .env
     assert result.returncode == 0, result.stderr
@@ -52,6 +53,7 @@ def test_gunicorn_config_serves_connections_on_greenlets(tmp_path):
     provider_deadline = 60 * (3 + 1)  # one provider with every retry spent: a SIGTERM lets that finish
     assert config["graceful_timeout"] > provider_deadline
     assert config["sendfile"] is True
+    assert config["socket_sendfile"] == "ops.gevent_sendfile"  # the kernel's, not gevent's read-and-send loop
     assert config["preload_app"] is True  # the master sets the metrics folder before it builds the app
     assert gunicorn_config(tmp_path)["worker_connections"] == 1000
 
