@@ -128,24 +128,28 @@ _LIBC = _glibc()
 # glibc gives each thread that contends for malloc an arena of its own (up to 8 per core) and keeps what is freed
 # in it: after a burst of image work, each of a worker's threads held its peak for ever (PSS 430 MB after the
 # benchmarks). Two arenas per process, set here so the forked workers inherit it, and a trim after heavy requests.
+# A picture's buffers (4 MB for a 1024x1024 RGBA) are mapped and unmapped on their own: by default glibc raises its
+# threshold to the size of the first one freed, after which they came from the arenas and stayed there.
 if _LIBC is not None:
     _LIBC.mallopt(-8, 2)  # M_ARENA_MAX
-# CPU time of the worker's thread while the request ran, not wall time: on a busy machine a PNG GET can wait 50 ms
-# for the CPU, and trimming after each of those would cost more than it gives back. The thread's time includes the
-# other greenlets' (every connection shares it): at most one trim a second, however many requests end.
+    _LIBC.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD, fixed
+# CPU time of the worker process while the request ran (its thread pool draws and encodes pictures), not wall time:
+# on a busy machine a PNG GET can wait 50 ms for the CPU, and trimming after each of those would cost more than it
+# gives back. The process's time includes the other requests' (every connection shares it): at most one trim a
+# second, however many requests end.
 HEAVY_REQUEST_CPU_S = 0.02
 TRIM_EVERY_S = 1.0
 _last_trim = 0.0
 
 
 def pre_request(worker, req) -> None:
-    req.cpu_at_start = time.thread_time()
+    req.cpu_at_start = time.process_time()
 
 
 def post_request(worker, req, environ, resp) -> None:
     """After a heavy request (generation, seeding, long lists), give the memory it freed back to the system."""
     global _last_trim
-    if _LIBC is None or time.thread_time() - getattr(req, "cpu_at_start", 0.0) < HEAVY_REQUEST_CPU_S:
+    if _LIBC is None or time.process_time() - getattr(req, "cpu_at_start", 0.0) < HEAVY_REQUEST_CPU_S:
         return
     if time.monotonic() - _last_trim >= TRIM_EVERY_S:
         _last_trim = time.monotonic()
