@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import click
+from faker import Faker
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
@@ -17,9 +17,6 @@ from core.image_store import ImageStore
 from core.settings import Settings
 from models import Achievement, Storefront, User
 from providers import AchievementDraft, Generator, badge_spec, storefront_spec
-
-if TYPE_CHECKING:
-    from faker import Faker
 
 SPECIFIC_RECOMMENDATIONS = [
     {
@@ -53,18 +50,11 @@ SEED_BADGES = 6
 
 def seed_specific(session: Session) -> list[User]:
     """Add the three demo users, with fake names and the fixed recommendations of the contract."""
-    fake = new_faker()
+    fake = Faker()
     users = [User(name=fake.name(), recommendations=recommendations) for recommendations in SPECIFIC_RECOMMENDATIONS]
     session.add_all(users)
     session.commit()
     return users
-
-
-def new_faker() -> Faker:
-    # Imported here: Faker is 16 MB that every server process would hold for the seed routes alone.
-    from faker import Faker
-
-    return Faker()
 
 
 def fake_names(fake: Faker, rng: random.Random, count: int) -> list[str]:
@@ -83,7 +73,7 @@ def random_recommendations(rng: random.Random) -> dict[str, list[str]]:
 def seed_random(session: Session, store: ImageStore, users: int, achievements: int, storefronts: int) -> None:
     """Insert random users, achievements and storefronts in bulk; rows share a few rendered images."""
     rng = random.Random()
-    fake = new_faker()
+    fake = Faker()
     names = fake_names(fake, rng, users)
     user_rows = [{"name": name, "recommendations": random_recommendations(rng)} for name in names]
     with store.saving(session) as put:
