@@ -4,28 +4,34 @@ a lock, or check that a database is at it."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, event, inspect, text
 
 from core.db import make_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+MIGRATIONS = ALEMBIC_INI.parent / "migrations" / "versions"
 # Any fixed number: the PostgreSQL advisory lock that lets one process at a time migrate.
 MIGRATION_LOCK_KEY = 7_046_112_031
 
 
 def alembic_config(database_url: str | None = None) -> Config:
     """The Alembic configuration of this project; `database_url` wins over the environment."""
+    # Alembic is imported only to migrate: checking a database needs none of it, and it is 11 MB in every server
+    # process.
+    from alembic.config import Config
+
     config = Config(str(ALEMBIC_INI))
     if database_url:
         config.attributes["database_url"] = database_url
@@ -34,18 +40,28 @@ def alembic_config(database_url: str | None = None) -> Config:
 
 @lru_cache(maxsize=1)
 def head_revision() -> str:
-    """The latest revision of the migrations folder."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    """The latest revision of the migrations folder: the one that no other revises."""
+    revisions, revised = set(), set()
+    for path in MIGRATIONS.glob("*.py"):
+        source = path.read_text()
+        revisions.update(re.findall(r'^revision = "([^"]+)"$', source, re.MULTILINE))
+        revised.update(re.findall(r'^down_revision = "([^"]+)"$', source, re.MULTILINE))
+    (head,) = revisions - revised
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at; None for an empty database."""
+    """The revision the database is at (the row Alembic keeps); None for an empty database."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(database_url: str) -> None:
     """Upgrade the database to the latest revision; safe when several processes start at once."""
+    from alembic import command
+
     command.upgrade(alembic_config(database_url), "head")
 
 

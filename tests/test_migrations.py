@@ -14,6 +14,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
@@ -119,6 +120,37 @@ def test_downgrade_to_base_and_back(tmp_path):
         assert {"users", "storefronts", "achievements", "user_achievements"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_the_revisions_read_without_alembic_are_alembic_s(empty_database):
+    """A server checks its database without importing Alembic: the head it reads from the migration files, and the
+    revision it reads from the database, are the ones Alembic finds, at every step."""
+    assert schema.head_revision() == ScriptDirectory.from_config(schema.alembic_config()).get_current_head()
+    engine = make_engine(empty_database)
+    config = schema.alembic_config(empty_database)
+
+    def alembic_s() -> str | None:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    try:
+        assert schema.current_revision(engine) is None is alembic_s()
+        for step in ("0001", "0005", "head"):
+            command.upgrade(config, step)
+            assert schema.current_revision(engine) == alembic_s() is not None
+        assert schema.current_revision(engine) == schema.head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_the_server_does_not_import_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    schema.upgrade(url)
+    script = "import sys, main; main.create_app(); print('alembic' in sys.modules)"
+    env = {**os.environ, "DATABASE_URL": url, "IMAGE_DIR": str(tmp_path / "images"), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def test_development_start_up_upgrades(empty_database, tmp_path):
