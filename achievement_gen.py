@@ -11,10 +11,10 @@ import ast
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
 from datetime import date
-from functools import lru_cache
 
 import httpx2
 import openai
@@ -80,11 +80,21 @@ def write_achievement(day: date, product: str, settings: Settings) -> Achievemen
 
 def client_for(settings: Settings) -> openai.OpenAI:
     """The SDK client of these settings, shared by every request (and built before the first one by warm_up)."""
-    return _client(settings.openai_api_key, settings.openai_base_url, settings.provider_timeout_s,
-                   settings.provider_retries, settings.openai_model)
+    key = (settings.openai_api_key, settings.openai_base_url, settings.provider_timeout_s, settings.provider_retries,
+           settings.openai_model)
+    with _clients_lock:  # first requests that come together share one client (a second one was never closed)
+        client = _clients.pop(key, None) or _client(*key)
+        _clients[key] = client  # the most recently used last
+        while len(_clients) > MAX_CLIENTS:
+            _clients.pop(next(iter(_clients))).close()
+    return client
 
 
-@lru_cache(maxsize=8)
+MAX_CLIENTS = 8  # configurations: the service has one; tests have many, used one after another
+_clients: dict[tuple, openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
 def _client(api_key: str, base_url: str | None, timeout: float, retries: int, model: str) -> openai.OpenAI:
     """One client per configuration, built on first use (the SDK refuses to build without a key).
 

@@ -295,3 +295,27 @@ def test_the_server_warms_the_openai_client_it_will_use(stub):
     providers.warm_up(settings)
     assert achievement_gen.client_for(settings) is achievement_gen.client_for(settings)
     assert achievement_gen.client_for(settings).base_url == stub.base_url.rstrip("/") + "/"
+
+
+def test_first_requests_that_come_together_share_one_client_and_a_dropped_client_is_closed(stub):
+    """A second client built by a concurrent first request was dropped with its pooled connections open."""
+    import achievement_gen
+    from core.settings import Settings
+
+    settings = Settings(openai_api_key=OPENAI_KEY, openai_base_url=stub.base_url, openai_model="together")
+    start, clients = threading.Barrier(8), []
+
+    def first_request():
+        start.wait()
+        clients.append(achievement_gen.client_for(settings))
+
+    threads = [threading.Thread(target=first_request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(client) for client in clients}) == 1
+    for n in range(achievement_gen.MAX_CLIENTS):  # as many other configurations: the least recently used goes
+        other = Settings(openai_api_key=OPENAI_KEY, openai_base_url=stub.base_url, openai_model=f"model {n}")
+        achievement_gen.client_for(other)
+    assert clients[0].is_closed()

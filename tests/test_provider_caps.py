@@ -74,6 +74,21 @@ def test_calls_over_the_cap_wait_for_a_slot_and_all_succeed(make_app, vendor_stu
     assert metric(client, "provider_calls_waiting", provider=vendor) == 0
 
 
+def test_text_calls_over_the_openai_cap_wait_for_a_slot_and_all_succeed(make_app, vendor_stub):
+    """Through the OpenAI SDK's own client: six achievements at once, OPENAI_MAX_IN_FLIGHT=2."""
+    client = make_app(**vendor_settings(vendor_stub, "openai", 2)).test_client()
+    jobs = [client.post("/gen-achievement-image", query_string={"date": "31 Oct", "product": f"soju {n}"},
+                        headers=ASYNC).get_json()["id"] for n in range(6)]
+    for job_id in jobs:
+        job = wait_for_job(client, job_id)
+        assert job["status"] == "succeeded", job
+        assert job["result"]["name"] == "Bench Champion"
+    assert vendor_stub.calls["openai"] == 6
+    assert vendor_stub.most_in_flight["openai"] == 2
+    assert metric(client, "provider_calls_in_flight", provider="openai") == 0
+    assert metric(client, "provider_calls_waiting", provider="openai") == 0
+
+
 @pytest.mark.parametrize("store", ["database", "redis"])
 def test_the_cap_holds_across_processes(make_app, database_url, tmp_path, vendor_stub, store, clean_redis_slots):
     """Two gunicorn workers of `python main.py` and this process share the cap of 2: the stub never works on more."""
