@@ -14,6 +14,7 @@ from __future__ import annotations
 # First, before the app or its libraries are imported (by preload_app, in this process): everything that blocks on a
 # socket, a lock or a sleep must yield to the other greenlets, including module-level locks the app makes at import.
 # gunicorn's gevent worker patches again after the fork, which is then a no-op.
+import gevent
 from gevent import monkey
 
 monkey.patch_all()
@@ -113,6 +114,8 @@ def on_starting(server) -> None:
     # longer write to (and so copy) the pages they share with the master.
     gc.collect()
     gc.freeze()
+    if _LIBC is not None:  # what start-up built and freed goes back to the system, not into every worker's copy
+        _LIBC.malloc_trim(0)
 
 
 def _glibc():
@@ -134,12 +137,11 @@ if _LIBC is not None:
     _LIBC.mallopt(-8, 2)  # M_ARENA_MAX
     _LIBC.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD, fixed
 # CPU time of the worker process while the request ran (its thread pool draws and encodes pictures), not wall time:
-# on a busy machine a PNG GET can wait 50 ms for the CPU, and trimming after each of those would cost more than it
-# gives back. The process's time includes the other requests' (every connection shares it): at most one trim a
-# second, however many requests end.
+# on a busy machine a PNG GET can wait 50 ms for the CPU. Heavy requests are noted, and the worker trims once a
+# second while they come, and once more after the last (a trim then, mid-burst, left the end of the burst unreturned).
 HEAVY_REQUEST_CPU_S = 0.02
 TRIM_EVERY_S = 1.0
-_last_trim = 0.0
+_freed_since_trim = False
 
 
 def pre_request(worker, req) -> None:
@@ -147,13 +149,19 @@ def pre_request(worker, req) -> None:
 
 
 def post_request(worker, req, environ, resp) -> None:
-    """After a heavy request (generation, seeding, long lists), give the memory it freed back to the system."""
-    global _last_trim
-    if _LIBC is None or time.process_time() - getattr(req, "cpu_at_start", 0.0) < HEAVY_REQUEST_CPU_S:
-        return
-    if time.monotonic() - _last_trim >= TRIM_EVERY_S:
-        _last_trim = time.monotonic()
-        _LIBC.malloc_trim(0)
+    global _freed_since_trim
+    if time.process_time() - getattr(req, "cpu_at_start", 0.0) >= HEAVY_REQUEST_CPU_S:
+        _freed_since_trim = True
+
+
+def _trim_after_heavy_requests() -> None:
+    """Give what heavy requests (generation, seeding, long lists) freed back to the system."""
+    global _freed_since_trim
+    while True:
+        time.sleep(TRIM_EVERY_S)  # gevent's sleep: the worker is patched
+        if _freed_since_trim:
+            _freed_since_trim = False
+            _LIBC.malloc_trim(0)
 
 
 _MASTER_PID = os.getpid()
@@ -170,7 +178,10 @@ def when_ready(server) -> None:
 
 def post_worker_init(worker) -> None:
     """Start the worker's job sweeper now, not at its first request: jobs left by a killed worker get run again
-    even when no request comes. And count the worker's open connections, from accept to close."""
+    even when no request comes; trim memory after heavy requests; and count the worker's open connections, from
+    accept to close."""
+    if _LIBC is not None:
+        gevent.spawn(_trim_after_heavy_requests)
     extensions = getattr(worker.wsgi, "extensions", {})
     runner = extensions.get("jobs")
     if runner is not None:
