@@ -1,19 +1,22 @@
 """Waiting is free: generations, reads, slow clients and jobs at 5 s per vendor call, side by side with the first
 version of this API, in one run; prints one table.
 
-    .venv/bin/python bench/waiting.py [--latency 5] [--quick]
+    .venv/bin/python bench/waiting.py [--latency 5] [--quick] [--streams-only] [--celery-only]
 
 The first version is rebuilt from git history (`git archive` of its commit) and served as it was, by `python
 main.py` (Werkzeug, a thread per request). This service runs as the README runs it: `python main.py` (gunicorn's
 gevent workers, gunicorn.conf.py's defaults), jobs in process, then with one Celery worker started by the README's
 command. Both generate through bench/vendor_stub.py (a process of its own) on SQLite. Clients come from one
-selector thread per burst (tests/serving.Burst), so that the clients are never what is measured.
+selector thread per burst (tests/serving.Burst), so that the clients are never what is measured. Last, 1,000 event
+streams are held open for 30 s on jobs whose vendor takes minutes: the server's CPU while nothing else happens, reads
+meanwhile, and how much its memory (PSS) grew.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import selectors
 import shutil
 import socket
 import subprocess
@@ -29,7 +32,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bench.run import wait_until  # noqa: E402
+from bench.run import process_tree, tree_cpu_s, tree_pss, wait_until  # noqa: E402
 from core import schema  # noqa: E402
 from serving import Burst, free_port, running, server_env, stop, vendor_stub  # noqa: E402
 from test_faults import readme_celery_command, shell_env  # noqa: E402
@@ -81,7 +84,7 @@ def this_service(stub_url: str, folder: Path, **settings: str):
     env = server_env(folder / "service", f"sqlite:///{database}", **providers(stub_url), **settings)
     env.pop("WEB_CONCURRENCY")  # gunicorn.conf.py's default, as the README runs it
     with running(env, folder / "service") as server:
-        yield server.base_url, env
+        yield server.base_url, env, server.process.pid
 
 
 class Reads:
@@ -160,6 +163,72 @@ def slow_clients(base: str, count: int = 200, hold_s: float = 8) -> tuple[str, i
     return reads.stop(), len(closed)
 
 
+class Streams:
+    """`count` event streams (`GET /jobs/{id}/events`) held open from one selector thread: how many answered 200,
+    and how many the server has ended."""
+
+    def __init__(self, base: str, job_ids: list[str], count: int) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.selector = selectors.DefaultSelector()
+        for index in range(count):
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(f"GET /jobs/{job_ids[index % len(job_ids)]}/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            sock.setblocking(False)
+            self.selector.register(sock, selectors.EVENT_READ, [b""])
+        self.count, self.ended = count, 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            for key, _ in self.selector.select(timeout=0.2):
+                try:
+                    chunk = key.fileobj.recv(65536)
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    key.data[0] = (key.data[0] + chunk)[:64]  # the status line is all that is kept
+                else:
+                    self.selector.unregister(key.fileobj)
+                    self.ended += 1
+
+    def answered(self) -> int:
+        return sum(key.data[0].startswith(b"HTTP/1.1 200") for key in self.selector.get_map().values())
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()
+        self.selector.close()
+
+
+def held_streams(folder: Path, count: int, hold_s: float) -> None:
+    """`count` event streams held `hold_s` on jobs that stay running (a vendor that takes minutes): the server's CPU
+    while nothing else happens (the first half), reads meanwhile (the second half), and its memory."""
+    with vendor_stub(10 * hold_s) as slow_stub, this_service(slow_stub, folder) as (base, _env, pid):
+        answers = Burst(base, "POST", GENERATE, 10, {"Prefer": "respond-async"}).wait()
+        job_ids = [requests.get(f"{base}/jobs?status=running&limit=10", timeout=10).json()["jobs"][i]["id"]
+                   for i in range(len(answers))]
+        pids = process_tree(pid)
+        memory_before = tree_pss(pids)
+        streams = Streams(base, job_ids, count)
+        wait_until(lambda: streams.answered() >= count, 60, f"{count} streams answered")
+        cpu_before, idle_started = tree_cpu_s(pids), time.monotonic()
+        time.sleep(hold_s / 2)
+        idle_cpu = (tree_cpu_s(pids) - cpu_before) / (time.monotonic() - idle_started)
+        reads = Reads(base)
+        time.sleep(hold_s / 2)
+        reads_figure = reads.stop()
+        memory_growth = tree_pss(process_tree(pid)) - memory_before
+        still_open = count - streams.ended
+        streams.close()
+    row(f"{count} open event streams held {hold_s:.0f} s", "",
+        f"{still_open} of {count} open at the end; reads {reads_figure}; CPU while idle {100 * idle_cpu:.1f}% of one "
+        f"core; memory +{memory_growth / 1e6:.0f} MB", "reads p99 < 100 ms, idle CPU < 10%, memory < +150 MB")
+
+
 def async_jobs(base: str, count: int) -> tuple[float, int]:
     """`count` respond-async jobs submitted at once: time until every one has succeeded, and how many did."""
     started = time.monotonic()
@@ -190,12 +259,12 @@ def celery_worker(env: dict[str, str], log_path: Path):
         stop(worker)
 
 
-def side_by_side(stub_url: str, folder: Path, hundred: int, many: int, jobs: int) -> float:
+def side_by_side(stub_url: str, folder: Path, hundred: int, many: int, jobs: int, streams: int) -> float:
     """Every scenario but Celery's; the time of one generation on this service."""
     with first_version(stub_url, folder) as first:
         single_first = one_generation(first)
         first_wall, first_ok, first_reads = burst(first, hundred)
-    with this_service(stub_url, folder) as (base, _env):
+    with this_service(stub_url, folder) as (base, _env, _pid):
         single = one_generation(base)
         row("one generation", f"{single_first:.1f} s", f"{single:.1f} s", "")
         wall, ok, reads = burst(base, hundred)
@@ -212,6 +281,7 @@ def side_by_side(stub_url: str, folder: Path, hundred: int, many: int, jobs: int
         took, succeeded = async_jobs(base, jobs)
         row(f"{jobs} respond-async jobs, in-process runner", "", f"{took:.1f} s ({succeeded} succeeded), "
             f"{took / single:.1f}x one generation", "<= 3x one generation")
+    held_streams(folder, streams, 30)
     return single
 
 
@@ -220,19 +290,23 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=5.0, help="seconds per vendor call")
     parser.add_argument("--quick", action="store_true", help="smaller bursts (a smoke run)")
     parser.add_argument("--celery-only", action="store_true", help="only the respond-async jobs on Celery")
+    parser.add_argument("--streams-only", action="store_true", help="only the held event streams")
     args = parser.parse_args()
-    hundred, many, jobs = (20, 50, 20) if args.quick else (100, 500, 200)
+    hundred, many, jobs, streams = (20, 50, 20, 100) if args.quick else (100, 500, 200, 1000)
     folder = Path(tempfile.mkdtemp(prefix="bench-waiting-"))
     print(f"vendor latency {args.latency:g} s per call; an achievement is a text call, then an image call", flush=True)
     try:
+        if args.streams_only:
+            held_streams(folder, streams, 30)
+            return print_table()
         with vendor_stub(args.latency) as stub_url:
             if not args.celery_only:
-                single = side_by_side(stub_url, folder, hundred, many, jobs)
+                single = side_by_side(stub_url, folder, hundred, many, jobs, streams)
             else:
-                with this_service(stub_url, folder) as (base, _env):
+                with this_service(stub_url, folder) as (base, _env, _pid):
                     single = one_generation(base)
             queue = f"bench-waiting-{os.getpid()}"
-            with this_service(stub_url, folder, CELERY_BROKER_URL=BROKER, CELERY_QUEUE=queue) as (base, env):
+            with this_service(stub_url, folder, CELERY_BROKER_URL=BROKER, CELERY_QUEUE=queue) as (base, env, _pid):
                 with celery_worker({**env, "PORT": ""}, folder / "worker.log"):
                     took, succeeded = async_jobs(base, jobs)
                     row(f"{jobs} respond-async jobs, one Celery worker (README's command)", "",
@@ -240,6 +314,10 @@ def main() -> int:
                         "<= 3x one generation")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    return print_table()
+
+
+def print_table() -> int:
     print("\n| scenario | first version (Werkzeug) | this service | target |\n|---|---|---|---|")
     for scenario, first_figure, figure, target in rows:
         print(f"| {scenario} | {first_figure} | {figure} | {target} |")
