@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import time
 import weakref
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.cpu import patched
 from core.errors import NotFound, first_line
 from models import Achievement, User
 
@@ -48,14 +51,44 @@ def make_engine(url: str) -> Engine:
             # fsync held every connection of the process, not only its own request. WAL with NORMAL never corrupts
             # the database; an OS crash may lose the last commits.
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={WRITE_LOCK_WAIT_S * 1000}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        if patched():
+            event.listen(engine, "before_cursor_execute", _take_the_write_lock_as_a_greenlet)
     else:  # a server that does not answer fails a connection within seconds, never hangs it (PostgreSQL's libpq)
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
         engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     _forget_pool_after_fork(engine)
     return engine
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+WRITE_LOCK_WAIT_S = 30
+
+
+def _take_the_write_lock_as_a_greenlet(connection, cursor, statement, _parameters, _context, _executemany) -> None:
+    """Under gevent, the first write of a transaction on SQLite takes the write lock here, yielding while another
+    connection holds it. SQLite's own wait for it (busy_timeout) sleeps in C: it held every request of the worker,
+    the writer it waited for included when that was a greenlet of the same worker, until the timeout."""
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection.in_transaction or not statement.lstrip()[:7].upper().startswith(_WRITES):
+        return
+    deadline, pause = time.monotonic() + WRITE_LOCK_WAIT_S, 0.001
+    cursor.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")  # the statement that follows finds the transaction open
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)  # gevent's: the other requests of the worker run meanwhile
+            pause = min(2 * pause, 0.05)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={WRITE_LOCK_WAIT_S * 1000}")
 
 
 def _forget_pool_after_fork(engine: Engine) -> None:
