@@ -14,6 +14,7 @@ from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.db import close_session
 from core.errors import ApiError, Unavailable
 from jobs.state import FINAL, abandon, stale_after_s, wait_for
 from models import Job, utcnow
@@ -78,6 +79,9 @@ def submit(kind: str, params: dict, preferences: Preferences, *, total: int = 1)
         raise ApiError("This Idempotency-Key was used with other parameters.", status=422,
                        code="idempotency_key_reused")
     g.job_id = job.id  # for the request's log line
+    # The request's own session (its look-ups) is done: a request that runs or waits for its job holds no
+    # database connection meanwhile. 50 waiting requests held every connection of the pool, the job's included.
+    close_session()
     runner = app.extensions["jobs"]
     if created and runner.runs_in_request(preferences.respond_async, preferences.wait_s):
         with app.extensions["metrics"].waiting_for_job.track_inprogress():

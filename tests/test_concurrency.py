@@ -1,4 +1,5 @@
-"""Many clients at once against several gunicorn workers: no lost update, no mixed set, no error, on both databases."""
+"""Many clients at once against several gunicorn workers: no lost update, no mixed set, no error, one job for one
+Idempotency-Key, on both databases."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from conftest import DATABASES, postgres_base_url, postgres_schema
+from fakes import CLIPDROP_KEY
 from serving import running, server_env
 
 CLIENTS = 16
@@ -18,16 +20,18 @@ ROUNDS = 3
 
 
 @pytest.fixture(scope="module", params=DATABASES)
-def server(request, tmp_path_factory):
-    """`python main.py` with three workers of four threads on a database of this module's own."""
+def server(request, tmp_path_factory, stub):
+    """`python main.py` with three workers on a database of this module's own, its images from the vendor stub."""
     folder = tmp_path_factory.mktemp("concurrency")
+    settings = {"IMAGE_PROVIDER": "clipdrop", "CLIPDROP_API_KEY": CLIPDROP_KEY, "CLIPDROP_API_URL": stub.url,
+                "PROVIDER_RETRIES": "0", "IMAGE_CACHE_TTL_S": "0", "WEB_CONCURRENCY": "3"}
     if request.param == "sqlite":
         path = folder / "app.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        with running(server_env(folder, f"sqlite:///{path}", WEB_CONCURRENCY="3"), folder) as live:
+        with running(server_env(folder, f"sqlite:///{path}", **settings), folder) as live:
             yield live
     else:
-        with postgres_schema(postgres_base_url()) as url, running(server_env(folder, url, WEB_CONCURRENCY="3"),
+        with postgres_schema(postgres_base_url()) as url, running(server_env(folder, url, **settings),
                                                                   folder) as live:
             yield live
 
@@ -101,3 +105,21 @@ def test_awards_and_assigns_interleaved_never_fail(server):
         responses = all_at_once(calls)
         assert all(response.status_code in (200, 201) for response in responses), server.tail()
         assert set(held(server, user_id)) <= set(ids)
+
+
+def test_fifty_identical_requests_with_one_key_make_one_job_and_one_vendor_call(server, stub):
+    """50 clients send the same generation with the same Idempotency-Key at once, spread over the workers: one job
+    runs, the vendor is called once, and every client gets its answer."""
+    stub.latency_s = 0.5
+    before = stub.calls["clipdrop"]
+    user_id = requests.post(server.url("/seed-specific"), timeout=30).json()["users"][0]["id"]
+    path = f"/gen-new-storefront-images?user_id={user_id}&shop_theme=tech"
+    key = {"Idempotency-Key": f"fifty-{user_id}"}
+    responses = all_at_once([lambda: requests.post(server.url(path), headers=key, timeout=60)] * 50)
+    assert [response.status_code for response in responses] == [200] * 50, server.tail()
+    bodies = [response.json() for response in responses]
+    assert all(body == bodies[0] for body in bodies)
+    assert [item["style"] for item in bodies[0]["storefronts"]] == ["tech"]
+    assert stub.calls["clipdrop"] - before == 1
+    stored = requests.get(server.url(f"/get-all-user-storefront-image?user_id={user_id}"), timeout=30).json()
+    assert [item["id"] for item in stored["storefronts"]] == [item["id"] for item in bodies[0]["storefronts"]]
