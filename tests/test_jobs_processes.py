@@ -20,7 +20,15 @@ import requests
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
-from conftest import BufferedClient, post_together, postgres_schema, wait_for_job, wait_until
+from conftest import (
+    DATABASES,
+    BufferedClient,
+    post_together,
+    postgres_base_url,
+    postgres_schema,
+    wait_for_job,
+    wait_until,
+)
 from core import schema
 from fakes import CLIPDROP_KEY
 from jobs.state import FINAL
@@ -70,10 +78,19 @@ def runner_pid(database_url: str, job_id: str) -> int:
 # --- the in-process runner under gunicorn ------------------------------------------------------------
 
 
-def test_a_killed_service_worker_s_job_is_run_again_once(tmp_path, stub):
-    """On SQLite only, which `python main.py` runs on by default: the Celery tests below cover PostgreSQL."""
+@pytest.fixture(params=DATABASES)
+def empty_database(request, tmp_path) -> Iterator[str]:
+    """A database for a server to migrate as it starts: an SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'app.db'}"
+    else:
+        with postgres_schema(postgres_base_url()) as url:
+            yield url
+
+
+def test_a_killed_service_worker_s_job_is_run_again_once(tmp_path, stub, empty_database):
     stub.latency_s = 1.0
-    database_url = f"sqlite:///{tmp_path / 'app.db'}"  # the server migrates it as it starts
+    database_url = empty_database
     env = server_env(tmp_path, database_url, WEB_CONCURRENCY="1", **provider_settings(stub))
     with running(env, tmp_path) as server:
         user = requests.post(server.url("/seed-specific"), timeout=10).json()["users"][0]
