@@ -14,7 +14,8 @@ other, in the same run:
   CPU_RUNS achievements in a row, each a new request (another product, so never a cached picture), divided by
   the count;
 - BURST achievements at once at 1 s per vendor call (a text call, then a picture): the wall time until the last;
-- the compat PNG route (`/get-achievement-image`), CLIENTS keep-alive connections with wrk, requests per second;
+- the compat PNG route (`/get-achievement-image`), CLIENTS keep-alive connections with wrk, requests per second,
+  beside the least a Python app on the same gevent workers does to send that file (FLOOR_APP);
 - `/images/{sha}.png` through the shipped deploy/nginx.conf against nginx sending the same file alone;
 - PSS of each server's process tree after all of the above;
 - the image cache: STOREFRONTS requests of `/gen-new-storefront-images`, from as many users spread over PAIRS
@@ -59,8 +60,10 @@ from bench.run import (  # noqa: E402
     free_port,
     ms,
     on_deadline,
+    process_tree,
     publish,
     scenario_shipped_nginx,
+    stop_process,
     tree_cpu_s,
     tree_pss,
     verdict,
@@ -151,6 +154,45 @@ def compat_png_rate(server) -> float:
                              for _ in range(3))
 
 
+# The least any Python app on gunicorn's gevent workers does to send a file: open it, answer with its size, hand it to
+# the server's sendfile (the kernel's, ops/gevent_sendfile.py). What Flask, the database look-up, the request's log
+# line and metrics add on top is what separates the compat route from this.
+FLOOR_APP = '''
+import os
+
+from ops import gevent_sendfile
+
+gevent_sendfile.install()
+PATH = os.environ["FLOOR_FILE"]
+
+
+def app(environ, start_response):
+    file = open(PATH, "rb")
+    start_response("200 OK", [("Content-Type", "image/png"), ("Content-Length", str(os.fstat(file.fileno()).st_size))])
+    return environ["wsgi.file_wrapper"](file)
+'''
+
+
+def floor_rate(workdir: Path, ours: Service) -> float:
+    """Requests per second of FLOOR_APP sending the compat route's file, on as many gevent workers as ours."""
+    sha256 = ours.get("/get-achievement-image?achievement_id=1").headers["ETag"].strip('"')
+    folder = workdir / "floor"
+    folder.mkdir()
+    (folder / "floor.py").write_text(FLOOR_APP)
+    port = free_port()
+    env = {**os.environ, "FLOOR_FILE": str(next((workdir / "images").rglob(f"{sha256}.png"))),
+           "PYTHONPATH": f"{folder}:{ROOT}"}
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--reuse-port", "-b",
+                                f"127.0.0.1:{port}", "floor:app"], cwd=folder, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until(lambda: requests.get(url, timeout=2).status_code == 200, 30, "the floor app")
+        return statistics.median(wrk(url, process_tree(process.pid)).rate for _ in range(3))
+    finally:
+        stop_process(process)
+
+
 def add_shoppers(database: Path, count: int, pairs: int) -> list[tuple[int, str]]:
     """`count` users, each with one theme and four products, the lists spread over `pairs` distinct ones: straight
     into the service's SQLite file (the API seeds only random or fixed users). Their (id, theme)."""
@@ -232,11 +274,13 @@ def main() -> int:
                         f"{BURST_RUNS})", figure=f"{figure:.2f} s", reference=f"{reference:.2f} s (first version)",
                         ratio=f"{figure / reference:.2f}x", target="<= 1.1x", met=verdict(figure <= 1.1 * reference),
                         note="runs: " + ", ".join(f"{a:.2f}/{b:.2f} s" for a, b in zip(mine_b, theirs_b, strict=True))))
-        mine_r, theirs_r = compat_png_rate(ours), compat_png_rate(first)
+        mine_r, theirs_r, floor_r = compat_png_rate(ours), compat_png_rate(first), floor_rate(workdir, ours)
         rows.append(Row("compat PNG route `/get-achievement-image`, 8 connections (wrk)",
                         figure=f"{mine_r:,.0f} req/s", reference=f"{theirs_r:,.0f} req/s (first version)",
                         ratio=f"{mine_r / theirs_r:.1f}x", target=">= 5x", met=verdict(mine_r >= 5 * theirs_r),
-                        note="the same achievement's badge, a 1024x1024 PNG of the stub, on both"))
+                        note="the same achievement's badge, a 1024x1024 PNG of the stub, on both; a minimal WSGI app "
+                             f"sending the same file on two gevent workers: {floor_r:,.0f} req/s "
+                             f"({floor_r / theirs_r:.1f}x the first version)"))
         user = expect(ours.post("/seed-specific"), 201)["users"][0]
         made = expect(ours.post(f"/gen-new-storefront-images?user_id={user['id']}&shop_theme=tech"), 200)
         nginx_rows = scenario_shipped_nginx(ours, stub.url, made)
