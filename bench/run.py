@@ -111,6 +111,16 @@ def commit() -> str:
     return (head or "unknown") + ("+" if dirty else "")
 
 
+def clean_up(stub, workdir: Path, keep: bool) -> None:
+    """The end of a benchmark run: the vendor stub stopped, the run's folder removed unless it is to be kept."""
+    stub.shutdown()
+    stub.server_close()
+    if keep:
+        print(f"kept {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -800,12 +810,7 @@ def main() -> int:
         signal.alarm(0)
         if service is not None:
             service.stop()
-        stub.shutdown()
-        stub.server_close()
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(stub, workdir, args.keep)
 
     return publish("results.md", f"Commit {commit()}", started, load_before, rows)
 

@@ -31,7 +31,6 @@ import argparse
 import io
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import statistics
@@ -55,6 +54,7 @@ from bench.run import (  # noqa: E402
     Row,
     ScenarioError,
     Service,
+    clean_up,
     commit,
     expect,
     free_port,
@@ -298,12 +298,7 @@ def main() -> int:
         for server in (first, ours):
             if server is not None:
                 server.stop()
-        stub.shutdown()
-        stub.server_close()
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(stub, workdir, args.keep)
     return publish("vendor_cost.md", f"Commit {commit()} against the first version {FIRST_VERSION}", started,
                    load_before, rows)
 

@@ -34,7 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bench.run import process_tree, tree_cpu_s, tree_pss, wait_until  # noqa: E402
 from core import schema  # noqa: E402
-from serving import Burst, free_port, running, server_env, stop, vendor_stub  # noqa: E402
+from serving import Burst, free_port, running, send_one_more_byte, server_env, stop, vendor_stub  # noqa: E402
 from test_faults import readme_celery_command, shell_env  # noqa: E402
 
 FIRST_VERSION = "1413592"  # the first version whose text and image providers both call their vendors
@@ -139,26 +139,20 @@ def slow_clients(base: str, count: int = 200, hold_s: float = 8) -> tuple[str, i
     socks = [socket.create_connection((host, int(port)), timeout=5) for _ in range(count)]
     reads = Reads(base)
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 500
-    closed: set[int] = set()
+    closed: set[socket.socket] = set()
     started, sent = time.monotonic(), 0
     while time.monotonic() - started < hold_s:
-        for index, sock in enumerate(socks):
-            if index not in closed:
-                try:
-                    sock.send(request[sent:sent + 1])
-                except OSError:
-                    closed.add(index)
-        sent = min(sent + 1, len(request) - 1)
+        sent = send_one_more_byte(socks, request, sent, closed)
         time.sleep(0.2)
-    for index, sock in enumerate(socks):  # a closed connection reads as EOF (or a reset)
+    for sock in socks:  # a closed connection reads as EOF (or a reset)
         sock.settimeout(0.01)
         try:
             if sock.recv(1) == b"":
-                closed.add(index)
+                closed.add(sock)
         except (TimeoutError, BlockingIOError):
             pass
         except OSError:
-            closed.add(index)
+            closed.add(sock)
         sock.close()
     return reads.stop(), len(closed)
 
@@ -209,8 +203,8 @@ def held_streams(folder: Path, count: int, hold_s: float) -> None:
     while nothing else happens (the first half), reads meanwhile (the second half), and its memory."""
     with vendor_stub(10 * hold_s) as slow_stub, this_service(slow_stub, folder) as (base, _env, pid):
         answers = Burst(base, "POST", GENERATE, 10, {"Prefer": "respond-async"}).wait()
-        job_ids = [requests.get(f"{base}/jobs?status=running&limit=10", timeout=10).json()["jobs"][i]["id"]
-                   for i in range(len(answers))]
+        assert [status for status, _ in answers] == [202] * 10, answers
+        job_ids = [job["id"] for job in requests.get(f"{base}/jobs?limit=10", timeout=10).json()["jobs"]]
         pids = process_tree(pid)
         memory_before = tree_pss(pids)
         streams = Streams(base, job_ids, count)

@@ -109,6 +109,18 @@ def stop(process: subprocess.Popen) -> int:
     return process.returncode
 
 
+def send_one_more_byte(socks, request: bytes, sent: int, closed: set) -> int:
+    """One more byte of `request`'s headers to each socket not yet in `closed` (those the server closed are added
+    to it), never the end of them; the count sent so far, for the next call."""
+    for sock in socks:
+        if sock not in closed:
+            try:
+                sock.send(request[sent:sent + 1])
+            except OSError:
+                closed.add(sock)
+    return min(sent + 1, len(request) - 1)
+
+
 class Burst:
     """`count` HTTP requests sent at once on connections of their own, from one background thread (a selector, not a
     thread per client: the clients must not be what is slow); each answer's status and when it ended."""

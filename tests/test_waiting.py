@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import postgres_base_url, wait_until
 from fakes import CLIPDROP_KEY
-from serving import REPO, Burst, running, server_env, vendor_stub
+from serving import REPO, Burst, running, send_one_more_byte, server_env, vendor_stub
 
 GENERATIONS = 200
 VENDOR_LATENCY_S = 4.0  # per call; an achievement is a text call, then an image call
@@ -92,13 +92,7 @@ def test_clients_sending_headers_slowly_neither_block_reads_nor_stay_open(server
         started, sent, reads = time.monotonic(), 0, []
         closed: set[socket.socket] = set()
         while len(closed) < SLOW_CLIENTS and time.monotonic() - started < KEEPALIVE_S + 15:
-            for sock in slow:  # one more byte of the headers, never the end of them
-                if sock not in closed:
-                    try:
-                        sock.send(request[sent:sent + 1])
-                    except OSError:
-                        closed.add(sock)
-            sent = min(sent + 1, len(request) - 1)
+            sent = send_one_more_byte(slow, request, sent, closed)
             if time.monotonic() - started < KEEPALIVE_S - 1:  # while every slow client is still held open
                 reads.append(requests.get(server.url("/view-all-achievement?limit=1"), timeout=KEEPALIVE_S - 1))
             for key, _ in selector.select(timeout=0.2):
