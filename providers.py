@@ -27,7 +27,7 @@ import stability_gen
 from core import image_cache
 from core import ledger as ledgers
 from core.celebrations import nearest_celebration
-from core.cpu import cpu_bound
+from core.cpu import cpu_bound, take_turn
 from core.errors import ContentRejected, ProviderError
 from core.image_cache import ImageCache
 from core.png import MAX_SOURCE_PIXELS, PNG_SIGNATURE, add_text_chunks, check_png, fit_to_png
@@ -150,6 +150,7 @@ class Generator:
             with self.watch("image", provider.NAME), ledgers.calls(self.ledger, "image", provider):
                 with self.slots.hold(provider.NAME):  # the vendor's slot, for its call only
                     raw = provider.generate_image(spec, self.settings)
+                take_turn()  # what follows is a stretch of Python: behind whatever else is ready
                 png = cpu_bound(to_png, raw, spec, provider.NAME)
             return flight.keep(GeneratedImage(png, spec.width, spec.height, provider.NAME))
 
@@ -157,7 +158,9 @@ class Generator:
         """Ask the text provider for an achievement tied to the celebration nearest `day`."""
         with self.watch("text", self.text_provider.NAME), ledgers.calls(self.ledger, "text", self.text_provider), \
                 self.slots.hold(self.text_provider.NAME):
-            return self.text_provider.write_achievement(day, product, self.settings)
+            draft = self.text_provider.write_achievement(day, product, self.settings)
+        take_turn()  # what follows is a stretch of Python: behind whatever else is ready
+        return draft
 
 
 def image_chain(settings: Settings) -> list[ModuleType]:

@@ -14,6 +14,7 @@ from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.cpu import take_turn
 from core.db import close_session
 from core.errors import ApiError, Unavailable
 from jobs.state import FINAL, abandon, stale_after_s, wait_for
@@ -82,6 +83,7 @@ def submit(kind: str, params: dict, preferences: Preferences, *, total: int = 1)
     # The request's own session (its look-ups) is done: a request that runs or waits for its job holds no
     # database connection meanwhile. 50 waiting requests held every connection of the pool, the job's included.
     close_session()
+    take_turn()  # requests that make jobs come in bursts: each goes on behind whatever else is ready (core/cpu.py)
     runner = app.extensions["jobs"]
     if created and runner.runs_in_request(preferences.respond_async, preferences.wait_s):
         with app.extensions["metrics"].waiting_for_job.track_inprogress():
@@ -124,6 +126,7 @@ def answer(job: Job, preferences: Preferences) -> Response:
     if timeout:
         with current_app.extensions["metrics"].waiting_for_job.track_inprogress():
             job = wait_for(current_app._get_current_object(), job.id, timeout)
+        take_turn()  # a burst's jobs end together: its answers go behind whatever else is ready
     if job.status in FINAL:
         response = final_answer(job)
         if preferences.wait_s is not None:
