@@ -24,6 +24,7 @@ import seed
 import spend
 from badges.credentials import issue, sync
 from core import db, errors, http_edge, observability, schema
+from core.cpu import take_turn
 from core.db import find_achievement, find_themes, find_user, get_session, look_up, no_image
 from core.errors import NotFound, first_line
 from core.image_cache import ImageCache
@@ -96,6 +97,7 @@ def create_app(config: dict | None = None) -> Flask:
         raise
     metrics = observability.init_app(app)  # first, so that every request is counted and logged
     http_edge.init_app(app)
+    app.before_request(generations_take_turns)  # before the rate limit's look-up: it must hold no connection
     app.extensions["settings"] = settings
     db.init_app(app, engine)
     app.extensions["image_store"] = store_for(settings)
@@ -123,6 +125,12 @@ def create_app(config: dict | None = None) -> Flask:
     if not app.testing:
         check_at_startup(app)
     return app
+
+
+def generations_take_turns() -> None:
+    """A burst of generations arrives at once: each request starts behind whatever else is ready (core/cpu.py)."""
+    if request.endpoint in GENERATING_ROUTES:
+        take_turn()
 
 
 # --- storefronts ----------------------------------------------------------------------------------
