@@ -188,6 +188,11 @@ class Runner:
     def shutdown(self) -> None:
         """Stop the sweeper, wait for this process's running jobs, and stop listening for job changes."""
         self.stopping.set()
+        sweeper = self.sweeper
+        if sweeper is not None and sweeper is not threading.current_thread():
+            # A round under way ends first: its connection, checked out while the engine is disposed, would never
+            # be closed.
+            sweeper.join(timeout=30)
         if self.pool is not None and self.pid == os.getpid():
             self.pool.shutdown(wait=True)
         self.app.extensions["job_channel"].close()
