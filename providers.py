@@ -150,7 +150,6 @@ class Generator:
             with self.watch("image", provider.NAME), ledgers.calls(self.ledger, "image", provider):
                 with self.slots.hold(provider.NAME):  # the vendor's slot, for its call only
                     raw = provider.generate_image(spec, self.settings)
-                take_turn()  # what follows is a stretch of Python: behind whatever else is ready
                 png = cpu_bound(to_png, raw, spec, provider.NAME)
             return flight.keep(GeneratedImage(png, spec.width, spec.height, provider.NAME))
 

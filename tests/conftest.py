@@ -156,6 +156,17 @@ def database_url(request, tmp_path) -> str:
     return url
 
 
+@pytest.fixture(params=DATABASES)
+def empty_database(request, tmp_path) -> Iterator[str]:
+    """The URL of a database with no table at all (for a migration, or a server that migrates as it starts): an
+    SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        with postgres_schema(postgres_base_url()) as url:
+            yield url
+
+
 @pytest.fixture
 def make_app(tmp_path, database_url):
     """Build an app on this test's database and image folder; keyword arguments override settings."""

@@ -21,10 +21,8 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from conftest import (
-    DATABASES,
     BufferedClient,
     post_together,
-    postgres_base_url,
     postgres_schema,
     wait_for_job,
     wait_until,
@@ -76,16 +74,6 @@ def runner_pid(database_url: str, job_id: str) -> int:
 
 
 # --- the in-process runner under gunicorn ------------------------------------------------------------
-
-
-@pytest.fixture(params=DATABASES)
-def empty_database(request, tmp_path) -> Iterator[str]:
-    """A database for a server to migrate as it starts: an SQLite file, or a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'app.db'}"
-    else:
-        with postgres_schema(postgres_base_url()) as url:
-            yield url
 
 
 def test_a_killed_service_worker_s_job_is_run_again_once(tmp_path, stub, empty_database):

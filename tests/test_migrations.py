@@ -18,22 +18,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
-from conftest import DATABASES, PRODUCTION_BADGES, postgres_base_url, postgres_schema
+from conftest import PRODUCTION_BADGES
 from core import schema
 from core.db import make_engine
 from main import create_app
 from models import Base
 from serving import REPO
-
-
-@pytest.fixture(params=DATABASES)
-def empty_database(request, tmp_path) -> Iterator[str]:
-    """The URL of a database with no table at all."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-    else:
-        with postgres_schema(postgres_base_url()) as url:
-            yield url
 
 
 def schema_differences(url: str) -> list:
