@@ -150,6 +150,9 @@ class Generator:
             with self.watch("image", provider.NAME), ledgers.calls(self.ledger, "image", provider):
                 with self.slots.hold(provider.NAME):  # the vendor's slot, for its call only
                     raw = provider.generate_image(spec, self.settings)
+                # A burst's pictures come back together: handed to the native threads one per turn, not fifty at
+                # once, whose Python (to_png holds the GIL between its C calls) then held up this worker's loop.
+                take_turn()
                 png = cpu_bound(to_png, raw, spec, provider.NAME)
             return flight.keep(GeneratedImage(png, spec.width, spec.height, provider.NAME))
 
