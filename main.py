@@ -10,7 +10,6 @@ import os
 from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, current_app, jsonify, request
-from flask_cors import CORS
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -109,7 +108,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["generator"] = Generator(settings, watch=metrics.watch_provider, state=state, ledger=ledger,
                                             cache=cache, slots=slots)
 
-    CORS(app, origins=list(settings.cors_origins), expose_headers=[
+    http_edge.allow_cross_origin(app, settings.cors_origins, expose_headers=[
         "ETag", "Retry-After", "X-Request-ID", "Location", "Preference-Applied", "Idempotent-Replayed"])
     app.register_blueprint(bp)
     api_docs.init_app(app)
@@ -175,11 +174,11 @@ def download_storefront_image():
     def not_found() -> NotFound:
         return NotFound(f"User {user_id} has no storefront {storefront_id}.", code="storefront_not_found")
 
-    found = look_up(STOREFRONT_IMAGE, id=storefront_id)
-    if found is None or found.user_id != user_id:
+    owner, sha256 = look_up(STOREFRONT_IMAGE, id=storefront_id) or (None, None)
+    if owner != user_id:
         find_user(user_id)  # only to tell which 404 it is
         raise not_found()
-    return send_png(found.image_sha256, not_found)
+    return send_png(sha256, not_found)
 
 
 @bp.get("/get-all-user-storefront-image")
@@ -270,10 +269,10 @@ def view_achievement_image():
 def get_achievement_image():
     """The achievement's PNG."""
     achievement_id = parse_id(param("achievement_id"), "achievement_id")
-    found = look_up(ACHIEVEMENT_IMAGE, id=achievement_id)
-    if found is None:
-        find_achievement(achievement_id)  # raises achievement_not_found
-    return send_png(found.image_sha256 if found else None, lambda: no_image(achievement_id))
+    (sha256,) = look_up(ACHIEVEMENT_IMAGE, id=achievement_id) or (None,)
+    if sha256 is None:
+        find_achievement(achievement_id)  # raises achievement_not_found when there is no such row
+    return send_png(sha256, lambda: no_image(achievement_id))
 
 
 @bp.get("/view-all-achievement-user")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.cpu import patched
@@ -156,10 +157,38 @@ def find_themes(recommendations: dict[str, list[str]], shop_theme: str) -> list[
     return themes
 
 
-def look_up(statement, **params):
-    """The first row of a read-only statement, on a pooled connection without an ORM session."""
-    with current_app.extensions["engine"].connect() as connection:
-        return connection.execute(statement, params).first()
+def look_up(statement, **params) -> tuple | None:
+    """The first row of a read-only statement, as a plain tuple, run straight on a pooled connection's cursor: on the
+    PNG routes' hot path SQLAlchemy's connection and result objects cost twice the query itself (README,
+    Benchmarks). A driver's error is raised as SQLAlchemy's, so it is answered like any other (503 when the
+    database is down), and a connection the database dropped leaves the pool."""
+    engine = current_app.extensions["engine"]
+    sql, names = _driver_sql(engine.dialect, statement)
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    connection = None
+    try:
+        connection = engine.raw_connection()  # checked out (and pinged, where the engine pings) like any other
+        cursor = connection.cursor()
+        try:
+            cursor.execute(sql, tuple(params[name] for name in names) if names is not None else params)
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+    except dbapi_error as error:
+        gone = connection is None or engine.dialect.is_disconnect(error, connection.dbapi_connection, None)
+        if gone and connection is not None:
+            connection.invalidate(error)
+        raise DBAPIError.instance(sql, params, error, dbapi_error, connection_invalidated=gone) from error
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+@functools.cache
+def _driver_sql(dialect, statement) -> tuple[str, tuple[str, ...] | None]:
+    """The statement as the driver takes it, and the order of its parameters when they are positional."""
+    compiled = statement.compile(dialect=dialect)
+    return compiled.string, tuple(compiled.positiontup) if compiled.positiontup is not None else None
 
 
 def status(engine: Engine) -> str:

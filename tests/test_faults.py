@@ -305,6 +305,9 @@ def test_database_down_is_503_database_unavailable(deployment):
         started = time.monotonic()
         listed = requests.get(deployment.url("/view-all-achievement"), timeout=30)
         assert_unavailable(listed, time.monotonic() - started, "database_unavailable")
+        started = time.monotonic()  # the PNG routes look their row up on the driver's cursor, not in a session
+        image = requests.get(deployment.url("/get-achievement-image"), params={"achievement_id": 1}, timeout=30)
+        assert_unavailable(image, time.monotonic() - started, "database_unavailable")
         assert_unavailable(*generate(deployment), "database_unavailable")
         assert_health_names(deployment, "database")
     finally:
