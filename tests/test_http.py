@@ -84,6 +84,22 @@ def test_cors_every_origin_by_default(client):
     assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://anywhere.example")
 
 
+def test_a_request_without_origin_gets_what_a_cache_needs(make_app):
+    """Requests that ask for no CORS (an <img>, a server) skip flask-cors: with every origin allowed they get its
+    `*` and exposed headers all the same; with a list of origins only `Vary: Origin`, so that a shared cache keeps
+    their answer apart from a browser's cross-origin call, which still gets its origin back."""
+    anyone = make_app().test_client().get("/view-all-achievement")
+    assert anyone.headers["Access-Control-Allow-Origin"] == "*"
+    assert "X-Request-ID" in anyone.headers["Access-Control-Expose-Headers"]
+    listed = make_app(CORS_ORIGINS="https://shop.example,https://admin.example").test_client()
+    plain = listed.get("/view-all-achievement")
+    assert "Access-Control-Allow-Origin" not in plain.headers
+    assert "Origin" in plain.vary
+    browser = listed.get("/view-all-achievement", headers={"Origin": "https://admin.example"})
+    assert browser.headers["Access-Control-Allow-Origin"] == "https://admin.example"
+    assert "Origin" in browser.vary
+
+
 @pytest.mark.parametrize(("name", "value"), [("PORT", "x"), ("STABILITY_ENGINE", "foo"), ("IMAGE_PROVIDER", "dall-e"),
                                              ("PROVIDER_RETRIES", "-1"), ("GENERATION_RATE_LIMIT", "lots"),
                                              ("RATELIMIT_STORAGE_URI", "redsi://cache:6379"),
