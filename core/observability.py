@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -161,5 +160,5 @@ def init_app(app: Flask) -> Metrics:
 
 def request_id() -> str:
     """The client's `X-Request-ID` when it is safe to echo, else a new one."""
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    given = request.environ.get("HTTP_X_REQUEST_ID", "")
+    return given if CLIENT_REQUEST_ID.fullmatch(given) else os.urandom(16).hex()

@@ -24,7 +24,7 @@ MAX_JSON_DEPTH = 32
 FLAGS = {"true": True, "1": True, "false": False, "0": False}
 
 # Unicode's control characters (C0, DEL, C1): NUL breaks PostgreSQL text, the others have no place in a parameter.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DIGITS = re.compile(r"[0-9]+")
 _ISO_DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _ORDINAL = r"(?P<day>[0-9]{1,2})(?P<suffix>st|nd|rd|th)?"
@@ -55,7 +55,7 @@ class NestedTooDeep(ApiError, ValueError):
 
 def check_text(value: str, field: str) -> str:
     """`value`, unless it holds a control character (NUL, DEL, a line break...): then a 400 naming `field`."""
-    if _CONTROL.search(value):
+    if CONTROL_CHARACTER.search(value):
         raise InvalidParameter(field, f"'{field}' must not contain control characters (such as NUL or a line "
                                       "break).")
     return value

@@ -11,8 +11,8 @@
 
 The job row is the truth: a queue (the pool's or the broker's) only carries a job's id. A job whose heartbeat
 stops (its process died) is claimed again, once, after JOB_STALE_S. Each service process runs a sweeper thread
-(from its first request, or as a gunicorn worker boots; `app.config["JOB_SWEEPER"]` turns it on or off, and it is
-off by default under TESTING).
+(from its first request, or as a gunicorn worker boots; `app.config["JOB_SWEEPER"]`, read when the app is made,
+turns it on or off, and it is off by default under TESTING).
 """
 
 from __future__ import annotations
@@ -79,5 +79,8 @@ def init_app(app: Flask) -> None:
     app.extensions["job_channel"] = channel_for(app.extensions["settings"], app.extensions["engine"])
     if app.extensions["settings"].celery_broker_url:
         celery_init_app(app)
-    app.extensions["jobs"] = Runner(app)
+    runner = app.extensions["jobs"] = Runner(app)
     app.register_blueprint(bp)
+    # On the first request of each process (a gunicorn worker starts its own as it boots); tests start none.
+    if app.config.get("JOB_SWEEPER", not app.testing):
+        app.before_request(runner.start_sweeper)

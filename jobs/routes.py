@@ -21,13 +21,6 @@ RETRY_MS = 1000  # how long EventSource waits before it reconnects, after SSE_MA
 EVENT_ID = re.compile(rf"(\d{{1,9}}):({'|'.join(STATUSES)})")
 
 
-@bp.before_app_request
-def start_sweeper() -> None:
-    # On the first request of each process (a gunicorn worker, not the master that forks them): tests start none.
-    if current_app.config.get("JOB_SWEEPER", not current_app.testing):
-        current_app.extensions["jobs"].start_sweeper()
-
-
 def find_job(job_id: str) -> Job:
     job = load(current_app._get_current_object(), job_id) if len(job_id) <= 36 else None
     if job is None:
