@@ -183,6 +183,7 @@ class DiskStore(ImageStore):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.folder = os.path.abspath(self.root)
 
     def relative_path(self, sha256: str) -> str:
         return f"{sha256[:2]}/{sha256}.png"

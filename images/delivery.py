@@ -29,7 +29,7 @@ def send_png(sha256: str | None, not_found: Callable[[], NotFound], *, cache_con
     if not sha256:
         raise not_found()
     app = current_app
-    if request.if_none_match.contains_weak(sha256):
+    if "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains_weak(sha256):
         response = app.response_class(status=304)
     else:
         response = _png_body(app.extensions["image_store"], sha256, not_found, redirect_s3)
@@ -58,15 +58,16 @@ def _png_body(store: ImageStore, sha256: str, not_found: Callable[[], NotFound],
         response.content_length = length
         return response
     assert isinstance(store, DiskStore)
-    internal_uri = accel_redirect(os.path.abspath(store.path(sha256)))
+    path = os.path.join(store.folder, store.relative_path(sha256))  # a str: pathlib cost more than the look-up
+    internal_uri = accel_redirect(path)
     if internal_uri is not None:
-        if not store.exists(sha256):
+        if not os.path.exists(path):
             raise not_found()
         response = app.response_class(b"", mimetype="image/png")
         response.headers["X-Accel-Redirect"] = internal_uri
         return response
     try:
-        file = store.path(sha256).open("rb")
+        file = open(path, "rb")  # noqa: SIM115 - the server closes it once sent
     except FileNotFoundError:
         raise not_found() from None
     body = wrap_file(request.environ, file)  # the server's sendfile, when it has one
@@ -80,9 +81,10 @@ def accel_redirect(path: str) -> str | None:
     that (Rack::Sendfile's protocol: `X-Sendfile-Type: X-Accel-Redirect`, and `X-Accel-Mapping: <folder>=<URI>`
     for a folder that holds `path`); else None, and the service sends the bytes. Only the proxy sets these headers:
     a client that reaches the service without one gets its image."""
-    if request.headers.get("X-Sendfile-Type", "").strip().lower() != "x-accel-redirect":
+    environ = request.environ
+    if environ.get("HTTP_X_SENDFILE_TYPE", "").strip().lower() != "x-accel-redirect":
         return None
-    for mapping in request.headers.get("X-Accel-Mapping", "").split(","):
+    for mapping in environ.get("HTTP_X_ACCEL_MAPPING", "").split(","):
         folder, found, uri = (part.strip() for part in mapping.partition("="))
         if found and folder and uri and path.startswith(folder):
             return uri + path[len(folder):]
