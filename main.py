@@ -96,7 +96,6 @@ def create_app(config: dict | None = None) -> Flask:
         raise
     metrics = observability.init_app(app)  # first, so that every request is counted and logged
     http_edge.init_app(app)
-    app.before_request(generations_take_turns)  # before the rate limit's look-up: it must hold no connection
     app.extensions["settings"] = settings
     db.init_app(app, engine)
     app.extensions["image_store"] = store_for(settings)
@@ -117,6 +116,8 @@ def create_app(config: dict | None = None) -> Flask:
     jobs.init_app(app)
     spend.init_app(app)
     ops.init_app(app)
+    generating = frozenset(rule.rule for rule in app.url_map.iter_rules() if rule.endpoint in GENERATING_ROUTES)
+    app.wsgi_app = generations_take_turns(app.wsgi_app, generating)
     limit_routes(app, settings, {**dict.fromkeys(GENERATING_ROUTES, settings.generation_rate_limit),
                                  "badges.post_verify": settings.verify_rate_limit})
     errors.init_app(app)
@@ -126,10 +127,14 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
-def generations_take_turns() -> None:
-    """A burst of generations arrives at once: each request starts behind whatever else is ready (core/cpu.py)."""
-    if request.endpoint in GENERATING_ROUTES:
-        take_turn()
+def generations_take_turns(wsgi_app, paths: frozenset[str]):
+    """A burst of generations arrives at once: each request starts behind whatever else is ready (core/cpu.py),
+    before Flask builds its request and runs its hooks (a burst's first stretch, run for every request at once)."""
+    def turn_first(environ, start_response):
+        if environ.get("PATH_INFO") in paths:
+            take_turn()
+        return wsgi_app(environ, start_response)
+    return turn_first
 
 
 # --- storefronts ----------------------------------------------------------------------------------
