@@ -25,6 +25,7 @@ from tenacity import (
     wait_random,
 )
 
+from core.cpu import take_turn
 from core.errors import ProviderBusy, ProviderError
 from core.ledger import record_attempt
 from core.settings import Settings
@@ -57,7 +58,11 @@ def post(provider: str, url: str, settings: Settings, model: str | None = None, 
         timeout = min(settings.provider_timeout_s, max(deadline - time.monotonic(), 0.01))
         started = time.perf_counter()
         try:
-            response = requests.post(url, timeout=timeout, **kwargs)
+            response = requests.post(url, timeout=timeout, stream=True, **kwargs)
+            # A burst's pictures come back together, and an answer already received is read without a pause
+            # (1 MB, 10 KiB at a time): each is read in its turn, behind whatever else is ready (core/cpu.py).
+            take_turn()
+            response.content  # noqa: B018 - read here, so that an answer cut off midway is retried like any other
         except requests.RequestException:
             record_attempt(seconds=time.perf_counter() - started, model=model)
             raise
