@@ -217,15 +217,34 @@ def _text(value: object) -> str:
 
 
 def warm_up(settings: Settings) -> None:
-    """Build the client and the reply's model before the first request needs them (~0.2 s on the first call)."""
+    """Make one request through the SDK before the first real one, answered in memory: no network, no ledger row.
+
+    The SDK builds its client, resources and reply models on first use (~0.2 s). In the preforking server this runs
+    in the master, so what that first call builds or rewrites is built once, in pages every worker shares.
+    """
     client = client_for(settings)
     _ = client.chat.completions  # the SDK imports its resources on first access
     # The platform headers of every request: the SDK works them out once, running `uname -p` in a subprocess, and a
     # burst of first requests (greenlets of one worker) each ran its own before the first had filled the cache.
     _ = client.default_headers
-    openai.types.chat.ChatCompletion.model_validate({
-        "id": "warm-up", "object": "chat.completion", "created": 0, "model": settings.openai_model,
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}],
+    rehearsal = client.with_options(http_client=httpx2.Client(transport=httpx2.MockTransport(_rehearsal_reply)))
+    quiet = logging.getLogger("httpx2")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # its line for each request would read as a call at start-up
+    try:
+        parse_draft(_ask(rehearsal, [{"role": "user", "content": "warm-up"}], settings.openai_model))
+    finally:
+        quiet.setLevel(level)
+        rehearsal.close()
+
+
+def _rehearsal_reply(request: httpx2.Request) -> httpx2.Response:
+    draft = {"name": "Warm-up", "description": "Started the service.", "occasion": "Start-up", "product_type": "none"}
+    return httpx2.Response(200, json={
+        "id": "warm-up", "object": "chat.completion", "created": 0, "model": json.loads(request.content)["model"],
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": json.dumps(draft)}}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     })
 
 

@@ -38,7 +38,7 @@ from gunicorn.glogging import Logger
 
 from core.errors import ConfigError
 from core.settings import from_environment
-from ops import gunicorn_errors
+from ops import gunicorn_errors, prefork
 from ops.serving import startup_line
 from providers import warm_up
 
@@ -109,6 +109,7 @@ def on_starting(server) -> None:
         os.remove(path)
     app = server.app.wsgi()
     warm_up(app.extensions["settings"])
+    prefork.build_lazy_parts(app)
     app.extensions["engine"].dispose()  # the workers open their own connections
     # Objects made so far live as long as the server: out of the collector's sight, its passes in the workers no
     # longer write to (and so copy) the pages they share with the master.
@@ -116,6 +117,8 @@ def on_starting(server) -> None:
     gc.freeze()
     if _LIBC is not None:  # what start-up built and freed goes back to the system, not into every worker's copy
         _LIBC.malloc_trim(0)
+    released = prefork.release_startup_code()
+    server.log.info("Start-up code given back to the system: %d MB", released >> 20)
 
 
 def _glibc():

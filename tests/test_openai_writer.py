@@ -286,13 +286,15 @@ def test_refusal_is_a_rejected_prompt(client, stub, reply):
 
 def test_the_server_warms_the_openai_client_it_will_use(stub):
     """gunicorn.conf.py warms the text provider before forking: with OpenAI configured, that builds the very client
-    (the ledger's transport included) that the first achievement then uses."""
+    (the ledger's transport included) that the first achievement then uses, and runs one completion through the SDK
+    without calling anyone."""
     import achievement_gen
     import providers
     from core.settings import Settings
 
     settings = Settings(openai_api_key=OPENAI_KEY, openai_base_url=stub.base_url, text_provider="openai")
     providers.warm_up(settings)
+    assert stub.requests == []  # its rehearsal of a completion is answered in memory: no call, nothing to pay
     assert achievement_gen.client_for(settings) is achievement_gen.client_for(settings)
     assert achievement_gen.client_for(settings).base_url == stub.base_url.rstrip("/") + "/"
 
