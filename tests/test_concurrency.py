@@ -61,6 +61,7 @@ def seed(server, achievements: int) -> tuple[int, list[int]]:
 
 def held(server, user_id: int) -> list[int]:
     response = requests.get(server.url(f"/view-all-achievement-user?user_id={user_id}"), timeout=30)
+    assert response.status_code == 200, f"{response.status_code} {response.text}\n{server.tail()}"
     return [achievement["id"] for achievement in response.json()["achievements"]]
 
 
