@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -66,9 +67,10 @@ def test_the_lazy_parts_are_built_before_any_request(tmp_path, sqlite_template):
     app.extensions["engine"].dispose()
 
 
-def test_the_server_master_gives_back_its_start_up_code(tmp_path, sqlite_template):
-    """gunicorn.conf.py releases the master's start-up code before forking (what it measured is in the log), and the
-    workers it forks then serve."""
+def test_the_server_master_gives_back_its_start_up_code_before_forking(tmp_path, sqlite_template):
+    """gunicorn.conf.py releases the master's start-up code before it forks the workers, which then serve. (How much
+    it gives back depends on what else maps the same libraries: a test process that imported the app shares most of
+    those pages, so the amount is the unit test's above.)"""
     import shutil
 
     import requests
@@ -77,6 +79,8 @@ def test_the_server_master_gives_back_its_start_up_code(tmp_path, sqlite_templat
 
     shutil.copyfile(sqlite_template, tmp_path / "app.db")
     with running(server_env(tmp_path, f"sqlite:///{tmp_path / 'app.db'}"), tmp_path) as server:
-        [released] = server.wait_for_log(r"Start-up code given back to the system: (\d+) MB")
-        assert int(released) >= 1, server.tail()  # less than alone: this test process maps the same libraries
         assert requests.get(server.url("/view-all-achievement"), timeout=10).status_code == 200
+        log = server.log()
+    released = re.search(r"Start-up code given back to the system: \d+ MB", log)
+    assert released, log
+    assert released.start() < log.index("Booting worker"), log
