@@ -6,7 +6,7 @@ and the first calls of a function rewrite its bytecode). What a worker's first r
 
 And the master gives back the library code only its start-up ran: importing the app runs code of compiled libraries
 (pydantic's schema building, cryptography's key loading) that no request runs again. Those pages stayed mapped in the
-master alone, 15-20 MB of its PSS (README, Benchmarks).
+master alone, 10-20 MB of its PSS (README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ def release_startup_code() -> int:
     """Ask the kernel to reclaim this process's read-only file mappings (the code and constants of the interpreter
     and of compiled libraries); the bytes of those it had reclaimed, or 0 where the kernel cannot say.
 
-    Only clean file pages mapped by this process alone are reclaimed: a page a worker maps stays, and one needed again
-    is read back from the file. Writable mappings are left alone, anonymous memory too (without swap it cannot go
-    anywhere, and with swap the app's heap would be written out just before the workers need it).
+    Only clean file pages mapped by this process alone are reclaimed: a page another process maps stays, and one
+    needed again (by this process or a worker forked later) is read back from the file. Writable mappings are left
+    alone, anonymous memory too (without swap it cannot go anywhere, and with swap the app's heap would be written
+    out just before the workers need it).
     """
     try:
         with open("/proc/self/maps") as maps:

@@ -10,10 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from sqlalchemy import inspect
 
-import models
-from ops import prefork
 from serving import REPO
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs Linux's /proc")
@@ -56,15 +53,32 @@ def test_the_master_gives_back_read_only_file_pages_and_nothing_else(tmp_path):
     assert (seen["written"], seen["heap"]) == ("mine!", "h")
 
 
-def test_the_lazy_parts_are_built_before_any_request(tmp_path, sqlite_template):
+# In a process of its own, since mappers are configured once per process: before and after build_lazy_parts.
+LAZY_PARTS = textwrap.dedent("""
+    import json, sys
+    from sqlalchemy import inspect
+    import models
     from main import create_app
+    from ops import prefork
 
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{sqlite_template}",
-                      "IMAGE_DIR": str(tmp_path / "images")})
+    app = create_app({"TESTING": True, "DATABASE_URL": "sqlite:///" + sys.argv[1], "IMAGE_DIR": sys.argv[2]})
+    mappers = [inspect(models.Achievement), inspect(models.User)]
+    before = [mapper.configured for mapper in mappers]
     prefork.build_lazy_parts(app)
-    assert inspect(models.Achievement).configured and inspect(models.User).configured
-    assert app.url_map.bind("localhost").match("/healthz")[0] == "ops.check_health"
+    print(json.dumps({"before": before, "after": [mapper.configured for mapper in mappers],
+                      "route": app.url_map.bind("localhost").match("/healthz")[0]}))
     app.extensions["engine"].dispose()
+""")
+
+
+def test_the_lazy_parts_are_built_before_any_request(tmp_path, sqlite_template):
+    result = subprocess.run([sys.executable, "-c", LAZY_PARTS, str(sqlite_template), str(tmp_path / "images")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert (seen["before"], seen["after"]) == ([False, False], [True, True])
+    assert seen["route"] == "ops.check_health"
 
 
 def test_the_server_master_gives_back_its_start_up_code_before_forking(tmp_path, sqlite_template):
