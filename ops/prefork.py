@@ -56,10 +56,10 @@ def release_startup_code() -> int:
     return max(0, before - file_pss())
 
 
-def file_pss(pid: int | str = "self") -> int:
-    """Bytes of a process's PSS in file-backed mappings (Linux 5.8+; 0 where /proc does not say)."""
+def file_pss() -> int:
+    """Bytes of this process's PSS in file-backed mappings (Linux 5.8+; 0 where /proc does not say)."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        with open("/proc/self/smaps_rollup") as rollup:
             for line in rollup:
                 if line.startswith("Pss_File:"):
                     return 1024 * int(line.split()[1])
